@@ -1,0 +1,42 @@
+/* main.c — the `artificien` command: dispatches to a subcommand. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/cli.h"
+
+static const struct {
+    const char *name;
+    int (*fn)(int, char **);
+    const char *help;
+} cmds[] = {
+    {"train", cmd_train, "train a model centrally on a dataset"},
+    {"eval", cmd_eval, "evaluate a checkpoint: loss, accuracy, confusion matrix, P/R/F1"},
+    {"predict", cmd_predict, "classify one sample of a dataset"},
+    {"inspect", cmd_inspect, "show a spec or checkpoint: layers, output shapes, parameters"},
+    {"sweep", cmd_sweep, "train every combination of hyperparameter lists, rank the runs"},
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: artificien COMMAND [options]   (artificien COMMAND --help for details)\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof cmds / sizeof *cmds; i++)
+        fprintf(f, "  %-10s %s\n", cmds[i].name, cmds[i].help);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof cmds / sizeof *cmds; i++)
+        if (strcmp(argv[1], cmds[i].name) == 0)
+            return cmds[i].fn(argc - 2, argv + 2);
+    fprintf(stderr, "artificien: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,341 @@
+/* train.c — the training step, epoch loop and evaluation (see train.h). */
+#include "train/train.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/err.h"
+#include "core/mem.h"
+#include "core/timer.h"
+
+#define TRAIN_MAX_THREADS 64
+
+struct train_ctx {
+    nn_model *m;
+    nn_optim opt;
+    int threads, max_batch, chunk;
+    af_pool *pool;
+    nn_ws *ws[TRAIN_MAX_THREADS];
+    float *grads[TRAIN_MAX_THREADS];
+    const float *prox_anchor;
+    float prox_mu;
+    const float *corr;
+    /* the step in flight, read by the workers */
+    const float *x;
+    const uint8_t *y;
+    int b;
+    uint64_t seed;
+    double loss[TRAIN_MAX_THREADS];
+    int correct[TRAIN_MAX_THREADS];
+    /* epoch scratch */
+    float *bx;
+    uint8_t *by;
+    uint32_t *order;
+    size_t order_cap;
+};
+
+int train_create(nn_model *m, const nn_optim_cfg *opt, int max_batch, int threads,
+                 train_ctx **out)
+{
+    *out = NULL;
+    if (threads < 1 || threads > TRAIN_MAX_THREADS)
+        return af_seterr(AF_ERANGE, "threads must be in [1, %d], got %d", TRAIN_MAX_THREADS, threads);
+    if (max_batch < 1)
+        return af_seterr(AF_ERANGE, "batch must be >= 1, got %d", max_batch);
+    train_ctx *t = calloc(1, sizeof *t);
+    if (!t)
+        return af_seterr(AF_ENOMEM, "trainer: out of memory");
+    int rc = nn_optim_init(&t->opt, opt, m->n_params);
+    if (rc) {
+        free(t);
+        return rc;
+    }
+    t->m = m;
+    t->threads = threads;
+    t->max_batch = max_batch;
+    t->chunk = (max_batch + threads - 1) / threads;
+    if (threads > 1 && !(t->pool = af_pool_create(threads)))
+        goto oom;
+    for (int i = 0; i < threads; i++) {
+        t->ws[i] = nn_ws_create(m, t->chunk);
+        t->grads[i] = af_alloc(sizeof(float) * m->n_params);
+        if (!t->ws[i] || !t->grads[i])
+            goto oom;
+    }
+    t->bx = af_alloc(sizeof(float) * (size_t)max_batch * m->layers[0].in_n);
+    t->by = af_alloc((size_t)max_batch);
+    if (!t->bx || !t->by)
+        goto oom;
+    *out = t;
+    return 0;
+oom:
+    train_free(t);
+    return af_seterr(AF_ENOMEM, "trainer: out of memory");
+}
+
+void train_free(train_ctx *t)
+{
+    if (!t)
+        return;
+    for (int i = 0; i < TRAIN_MAX_THREADS; i++) {
+        nn_ws_free(t->ws[i]);
+        af_free(t->grads[i]);
+    }
+    af_pool_free(t->pool);
+    nn_optim_deinit(&t->opt);
+    af_free(t->bx);
+    af_free(t->by);
+    free(t->order);
+    free(t);
+}
+
+nn_optim *train_optim(train_ctx *t) { return &t->opt; }
+
+void train_set_prox(train_ctx *t, const float *anchor, float mu)
+{
+    t->prox_anchor = mu != 0.0f ? anchor : NULL;
+    t->prox_mu = mu;
+}
+
+void train_set_correction(train_ctx *t, const float *corr) { t->corr = corr; }
+
+static void step_worker(void *ctx, int i, int tid)
+{
+    train_ctx *t = ctx;
+    int lo = i * t->chunk, hi = lo + t->chunk;
+    if (hi > t->b)
+        hi = t->b;
+    float *g = t->grads[tid];
+    memset(g, 0, sizeof(float) * t->m->n_params);
+    t->loss[tid] = 0.0;
+    t->correct[tid] = 0;
+    if (lo >= hi)
+        return;
+    const size_t in_n = t->m->layers[0].in_n;
+    const float *x = t->x + (size_t)lo * in_n;
+    nn_forward(t->m, t->ws[tid], x, hi - lo, 1, t->seed * 131 + (uint64_t)i);
+    t->loss[tid] = nn_loss(t->m, t->ws[tid], t->y + lo, hi - lo, 1.0f / (float)t->b, &t->correct[tid]);
+    nn_backward(t->m, t->ws[tid], x, hi - lo, g);
+}
+
+void train_step(train_ctx *t, const float *x, const uint8_t *y, int b, uint64_t step_seed,
+                double *loss, int *correct)
+{
+    t->x = x;
+    t->y = y;
+    t->b = b;
+    t->seed = step_seed;
+    if (t->pool)
+        af_pool_run(t->pool, step_worker, t, t->threads);
+    else
+        step_worker(t, 0, 0);
+    const size_t n = t->m->n_params;
+    float *restrict g = t->grads[0];
+    double ls = t->loss[0];
+    int hits = t->correct[0];
+    for (int k = 1; k < t->threads; k++) {
+        const float *restrict gk = t->grads[k];
+        for (size_t i = 0; i < n; i++)
+            g[i] += gk[i];
+        ls += t->loss[k];
+        hits += t->correct[k];
+    }
+    const float *restrict w = t->m->params;
+    if (t->prox_anchor) {
+        /* FedProx: d/dw (mu/2)||w - w_global||^2 = mu (w - w_global) */
+        const float mu = t->prox_mu, *restrict a = t->prox_anchor;
+        for (size_t i = 0; i < n; i++)
+            g[i] += mu * (w[i] - a[i]);
+    }
+    if (t->corr) {
+        const float *restrict c = t->corr;
+        for (size_t i = 0; i < n; i++)
+            g[i] += c[i];
+    }
+    nn_optim_step(&t->opt, t->m->params, g);
+    if (loss)
+        *loss = ls / b;
+    if (correct)
+        *correct = hits;
+}
+
+void train_epoch(train_ctx *t, const data_dataset *ds, const uint32_t *idx, size_t n, int batch,
+                 af_rng *rng, long max_steps, train_step_cb cb, void *user,
+                 train_epoch_stats *st)
+{
+    memset(st, 0, sizeof *st);
+    if (!idx)
+        n = ds->n;
+    if (batch > t->max_batch)
+        batch = t->max_batch;
+    if (n > t->order_cap) {
+        uint32_t *o = realloc(t->order, sizeof(uint32_t) * n);
+        if (!o)
+            return;
+        t->order = o;
+        t->order_cap = n;
+    }
+    for (size_t i = 0; i < n; i++)
+        t->order[i] = idx ? idx[i] : (uint32_t)i;
+    af_rng_shuffle_u32(rng, t->order, n);
+    long steps = (long)((n + (size_t)batch - 1) / (size_t)batch);
+    if (max_steps > 0 && max_steps < steps)
+        steps = max_steps;
+    double t0 = af_now(), loss_sum = 0.0;
+    size_t hits = 0;
+    uint64_t seed0 = af_rng_u64(rng);
+    for (long s = 0; s < steps; s++) {
+        size_t lo = (size_t)s * batch, b = n - lo < (size_t)batch ? n - lo : (size_t)batch;
+        data_gather(ds, t->order + lo, b, t->bx, t->by);
+        double l;
+        int c;
+        train_step(t, t->bx, t->by, (int)b, seed0 + (uint64_t)s, &l, &c);
+        loss_sum += l * (double)b;
+        hits += (size_t)c;
+        st->samples += b;
+        st->steps++;
+        if (cb && cb(user, s + 1, steps, loss_sum / (double)st->samples, af_now() - t0))
+            break;
+    }
+    st->seconds = af_now() - t0;
+    st->loss = st->samples ? loss_sum / (double)st->samples : 0.0;
+    st->accuracy = st->samples ? (double)hits / (double)st->samples : 0.0;
+}
+
+typedef struct eval_job {
+    const nn_model *m;
+    nn_ws **ws;
+    const data_dataset *ds;
+    const uint32_t *idx;
+    size_t n;
+    int batch;
+    float *bx[TRAIN_MAX_THREADS];
+    uint8_t *by[TRAIN_MAX_THREADS];
+    double loss[TRAIN_MAX_THREADS];
+    long conf[TRAIN_MAX_THREADS][TRAIN_EVAL_MAX_CLASSES * TRAIN_EVAL_MAX_CLASSES];
+} eval_job;
+
+static void eval_worker(void *ctx, int i, int tid)
+{
+    eval_job *j = ctx;
+    size_t lo = (size_t)i * j->batch, b = j->n - lo < (size_t)j->batch ? j->n - lo : (size_t)j->batch;
+    const int k = j->m->n_classes;
+    const float *x;
+    const uint8_t *y;
+    if (j->idx) {
+        data_gather(j->ds, j->idx + lo, b, j->bx[tid], j->by[tid]);
+        x = j->bx[tid];
+        y = j->by[tid];
+    } else {
+        x = j->ds->x + lo * j->ds->sample_size;
+        y = j->ds->y + lo;
+    }
+    const float *z = nn_forward(j->m, j->ws[tid], x, (int)b, 0, 0);
+    j->loss[tid] += tn_softmax_xent((int)b, k, z, y, 0.0f, NULL, NULL);
+    for (size_t s = 0; s < b; s++) {
+        const float *zs = z + s * k;
+        int am = 0;
+        for (int c = 1; c < k; c++)
+            if (zs[c] > zs[am])
+                am = c;
+        j->conf[tid][y[s] * k + am]++;
+    }
+}
+
+int train_evaluate(const nn_model *m, nn_ws **ws, af_pool *pool, const data_dataset *ds,
+                   const uint32_t *idx, size_t n, train_eval *out)
+{
+    const int k = m->n_classes;
+    memset(out, 0, sizeof *out);
+    if (k > TRAIN_EVAL_MAX_CLASSES)
+        return af_seterr(AF_ERANGE, "evaluation supports up to %d classes", TRAIN_EVAL_MAX_CLASSES);
+    if (ds->sample_size != m->layers[0].in_n)
+        return af_seterr(AF_ESHAPE, "dataset samples have %zu values, the model expects %zu",
+                         ds->sample_size, m->layers[0].in_n);
+    if (!idx)
+        n = ds->n;
+    int threads = pool ? af_pool_threads(pool) : 1;
+    eval_job *j = calloc(1, sizeof *j);
+    if (!j)
+        return af_seterr(AF_ENOMEM, "evaluate: out of memory");
+    j->m = m;
+    j->ws = ws;
+    j->ds = ds;
+    j->idx = idx;
+    j->n = n;
+    j->batch = nn_ws_max_batch(ws[0]);
+    int rc = 0;
+    if (idx)
+        for (int t = 0; t < threads; t++) {
+            j->bx[t] = af_alloc(sizeof(float) * j->batch * ds->sample_size);
+            j->by[t] = af_alloc((size_t)j->batch);
+            if (!j->bx[t] || !j->by[t]) {
+                rc = af_seterr(AF_ENOMEM, "evaluate: out of memory");
+                goto done;
+            }
+        }
+    int jobs = (int)((n + (size_t)j->batch - 1) / (size_t)j->batch);
+    if (pool)
+        af_pool_run(pool, eval_worker, j, jobs);
+    else
+        for (int i = 0; i < jobs; i++)
+            eval_worker(j, i, 0);
+    double loss = 0.0;
+    long hits = 0;
+    out->k = k;
+    out->n = n;
+    for (int t = 0; t < threads; t++) {
+        loss += j->loss[t];
+        for (int c = 0; c < k * k; c++)
+            out->confusion[c] += j->conf[t][c];
+    }
+    for (int c = 0; c < k; c++)
+        hits += out->confusion[c * k + c];
+    out->loss = n ? loss / (double)n : 0.0;
+    out->accuracy = n ? (double)hits / (double)n : 0.0;
+done:
+    for (int t = 0; t < threads; t++) {
+        af_free(j->bx[t]);
+        af_free(j->by[t]);
+    }
+    free(j);
+    return rc;
+}
+
+int train_evaluate_simple(const nn_model *m, const data_dataset *ds, const uint32_t *idx,
+                          size_t n, int threads, train_eval *out)
+{
+    nn_ws *ws[TRAIN_MAX_THREADS] = {0};
+    af_pool *pool = NULL;
+    int rc = 0;
+    if (threads < 1 || threads > TRAIN_MAX_THREADS)
+        return af_seterr(AF_ERANGE, "threads must be in [1, %d]", TRAIN_MAX_THREADS);
+    if (threads > 1 && !(pool = af_pool_create(threads)))
+        return af_seterr(AF_ENOMEM, "evaluate: cannot start threads");
+    for (int t = 0; t < threads; t++)
+        if (!(ws[t] = nn_ws_create(m, 500))) {
+            rc = af_seterr(AF_ENOMEM, "evaluate: out of memory");
+            goto done;
+        }
+    rc = train_evaluate(m, ws, pool, ds, idx, n, out);
+done:
+    for (int t = 0; t < threads; t++)
+        nn_ws_free(ws[t]);
+    af_pool_free(pool);
+    return rc;
+}
+
+void train_eval_prf(const train_eval *e, double *precision, double *recall, double *f1)
+{
+    const int k = e->k;
+    for (int c = 0; c < k; c++) {
+        long tp = e->confusion[c * k + c], col = 0, row = 0;
+        for (int r = 0; r < k; r++) {
+            col += e->confusion[r * k + c];
+            row += e->confusion[c * k + r];
+        }
+        precision[c] = col ? (double)tp / (double)col : 0.0;
+        recall[c] = row ? (double)tp / (double)row : 0.0;
+        f1[c] = precision[c] + recall[c] > 0 ? 2 * precision[c] * recall[c] / (precision[c] + recall[c]) : 0.0;
+    }
+}
