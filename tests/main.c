@@ -1,8 +1,8 @@
 /* main.c — the unit-test runner: runs registered tests (see test.h), prints one line per test
  * and a final "N passed, N failed" line; exit status 1 if any failed. */
-#define _GNU_SOURCE
 #include "test.h"
 
+#include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +20,19 @@ static struct {
 static int n_tests;
 static int cur_failed;
 static char tmp_root[256];
+static const char *cur_name;
+
+/* A test that hangs fails the run instead of blocking CI: SIGALRM after T_TIMEOUT seconds. */
+#define T_TIMEOUT 300
+static void on_alarm(int sig)
+{
+    (void)sig;
+    static const char msg[] = "FAIL (timeout) in test: ";
+    if (write(1, msg, sizeof msg - 1) < 0 || write(1, cur_name, strlen(cur_name)) < 0 ||
+        write(1, "\n", 1) < 0)
+        _exit(3);
+    _exit(3);
+}
 
 void t_register(const char *name, const char *file, t_fn fn)
 {
@@ -92,8 +105,12 @@ int main(int argc, char **argv)
         if (filter && !strstr(tests[i].name, filter) && !strstr(tests[i].file, filter))
             continue;
         cur_failed = 0;
+        cur_name = tests[i].name;
+        signal(SIGALRM, on_alarm);
+        alarm(T_TIMEOUT);
         double t0 = af_now();
         tests[i].fn();
+        alarm(0);
         double dt = af_now() - t0;
         if (cur_failed) {
             failed++;

@@ -14,6 +14,8 @@ static const struct {
     {"predict", cmd_predict, "classify one sample of a dataset"},
     {"inspect", cmd_inspect, "show a spec or checkpoint: layers, output shapes, parameters"},
     {"sweep", cmd_sweep, "train every combination of hyperparameter lists, rank the runs"},
+    {"sim", cmd_sim, "simulate federated learning over many devices with skewed data"},
+    {"bench", cmd_bench, "measure training and inference images/s and the BLAS GEMM rate"},
 };
 
 static void usage(FILE *f)

@@ -26,10 +26,11 @@ int af_preerr(int code, const char *fmt, ...)
     vsnprintf(prefix, sizeof prefix, fmt, ap);
     va_end(ap);
     memcpy(old, errmsg, sizeof old);
-    if (old[0])
-        snprintf(errmsg, sizeof errmsg, "%s: %s", prefix, old);
-    else
-        snprintf(errmsg, sizeof errmsg, "%s: %s", prefix, af_strerror(code));
+    /* compose in a buffer big enough for both, then truncate into errmsg */
+    char both[2 * AF_ERRMSG_MAX + 2];
+    snprintf(both, sizeof both, "%s: %s", prefix, old[0] ? old : af_strerror(code));
+    memcpy(errmsg, both, AF_ERRMSG_MAX - 1);
+    errmsg[AF_ERRMSG_MAX - 1] = 0;
     return code;
 }
 

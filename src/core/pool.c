@@ -37,7 +37,8 @@ static void *worker(void *arg)
     worker_arg wa = *(worker_arg *)arg;
     free(arg);
     af_pool *p = wa.p;
-    unsigned seen = atomic_load(&p->gen);
+    /* jobs are numbered from 1: a job started before this thread got here is still seen */
+    unsigned seen = 0;
     for (;;) {
         int spins = 0;
         while (atomic_load_explicit(&p->gen, memory_order_acquire) == seen &&

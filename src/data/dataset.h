@@ -45,7 +45,11 @@ void data_dataset_free(data_dataset *ds);
 int data_load_fashion_mnist(const char *where, int train, float mean, float std, size_t limit,
                             data_dataset **out);
 
-/* Resolves `where` to the folder holding the IDX files (buffer of size cap). */
+/* Resolves `where` to the folder holding the IDX files (buffer of size cap). "fashion-mnist"
+ * is $ARTIFICIEN_DATA or $ARTIFICIEN_DATA/fashion-mnist when either holds the image files,
+ * else /usr/share/datasets/fashion-mnist (AF_ENOTFOUND with an install hint if none does);
+ * anything else must be an existing folder (AF_ENOTFOUND / AF_EINVAL). AF_EINVAL if the path
+ * does not fit in cap. */
 int data_resolve_dir(const char *where, char *dir, size_t cap);
 
 /* Copies samples idx[0..b) into x (b × sample_size) and their labels into y. */

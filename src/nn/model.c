@@ -1,8 +1,9 @@
 /* model.c — spec parsing and validation, PyTorch-default init, forward and backward passes.
  *
  * Forward and backward of each layer sit side by side in nn_forward / nn_backward; the
- * kernels themselves are in tensor/. The workspace keeps every layer's output for the
- * backward pass and two gradient buffers that ping-pong between layers.
+ * kernels themselves are in tensor/. A workspace groups the layers into ops (fused where
+ * the tensor layer has a fused kernel, see "workspace" below), keeps each op's output for
+ * the backward pass and two gradient buffers that ping-pong between ops.
  */
 #include "nn/model.h"
 
@@ -16,6 +17,8 @@
 #include "core/fileio.h"
 #include "core/mem.h"
 #include "core/rng.h"
+#include "tensor/convpool.h"
+#include "tensor/dense.h"
 
 static const char *kind_names[] = {"conv2d", "maxpool2d", "relu", "flatten", "linear", "dropout"};
 
@@ -414,15 +417,72 @@ void nn_model_summary(const nn_model *m, char *buf, size_t cap)
 
 /* ---- workspace ---------------------------------------------------------------------- */
 
+/* The workspace runs the layers as ops: a conv → ReLU → 2x2 max-pool run is one fused op
+ * (tensor/convpool.h) when the shape allows, a linear (with the ReLU after it when another
+ * linear follows) is one dense op whose backward also applies the ReLU before it, flatten
+ * is a view (no copy), and anything else runs layer by layer with the kernels of kernels.h.
+ * Only op outputs are stored; they are all the backward pass needs. */
+typedef enum { OP_LAYER = 0, OP_CONVPOOL, OP_DENSE, OP_VIEW } op_kind;
+
+typedef struct nn_op {
+    op_kind kind;
+    int first, last;         /* the layers [first, last] it runs */
+    int relu;                /* OP_DENSE: fused ReLU on the output */
+    int relu_in;             /* OP_DENSE: its input is a fused ReLU's output: mask dx */
+    tn_convpool *cp;         /* OP_CONVPOOL plan */
+    uint16_t *mask;          /* OP_CONVPOOL pool/ReLU mask (max_batch samples) */
+    const float *y;          /* output of the last forward (views point at their input) */
+} nn_op;
+
 struct nn_ws {
     int max_batch;
-    float *act[NN_MAX_LAYERS];        /* layer outputs (max_batch × out_n) */
-    uint32_t *arg[NN_MAX_LAYERS];     /* maxpool argmax */
+    int n_ops;
+    nn_op ops[NN_MAX_LAYERS];
+    float *act[NN_MAX_LAYERS];        /* owned layer outputs (max_batch × out_n) */
+    uint32_t *arg[NN_MAX_LAYERS];     /* maxpool argmax (unfused) */
     uint8_t *mask[NN_MAX_LAYERS];     /* dropout masks */
     float *g0, *g1;                   /* gradient ping-pong (max_batch × max act) */
     float *scratch;
     float *dlogits;
 };
+
+static int is_pool2(const nn_layer *l)
+{
+    return l->kind == NN_MAXPOOL2D && l->geo.kh == 2 && l->geo.kw == 2 && l->geo.stride == 2 &&
+           l->geo.pad == 0;
+}
+
+/* Groups the layers into ops (see above). */
+static void plan_ops(const nn_model *m, nn_ws *ws)
+{
+    const nn_layer *L = m->layers;
+    int n = 0;
+    for (int i = 0; i < m->n_layers; n++) {
+        nn_op *op = &ws->ops[n];
+        memset(op, 0, sizeof *op);
+        op->first = op->last = i;
+        if (L[i].kind == NN_CONV2D && i + 2 < m->n_layers && L[i + 1].kind == NN_RELU &&
+            is_pool2(&L[i + 2])) {
+            if (tn_convpool_create(&L[i].geo, &op->cp) == 0) {
+                op->kind = OP_CONVPOOL;
+                op->last = i + 2;
+            } else {
+                af_clearerr(); /* unsupported shape: the layers run one by one */
+            }
+        } else if (L[i].kind == NN_LINEAR) {
+            op->kind = OP_DENSE;
+            if (i + 2 < m->n_layers && L[i + 1].kind == NN_RELU && L[i + 2].kind == NN_LINEAR) {
+                op->relu = 1;
+                op->last = i + 1;
+            }
+            op->relu_in = n > 0 && ws->ops[n - 1].kind == OP_DENSE && ws->ops[n - 1].relu;
+        } else if (L[i].kind == NN_FLATTEN) {
+            op->kind = OP_VIEW;
+        }
+        i = op->last + 1;
+    }
+    ws->n_ops = n;
+}
 
 nn_ws *nn_ws_create(const nn_model *m, int max_batch)
 {
@@ -430,18 +490,32 @@ nn_ws *nn_ws_create(const nn_model *m, int max_batch)
     if (!ws)
         return NULL;
     ws->max_batch = max_batch;
+    plan_ops(m, ws);
     size_t maxn = m->layers[0].in_n, scr = 0;
-    for (int i = 0; i < m->n_layers; i++) {
-        const nn_layer *l = &m->layers[i];
+    for (int i = 0; i < m->n_layers; i++)
+        if (m->layers[i].out_n > maxn)
+            maxn = m->layers[i].out_n;
+    for (int j = 0; j < ws->n_ops; j++) {
+        nn_op *op = &ws->ops[j];
+        const nn_layer *l = &m->layers[op->last];
+        if (op->kind == OP_VIEW)
+            continue;
+        if (!(ws->act[op->last] = af_alloc(sizeof(float) * max_batch * l->out_n)))
+            goto fail;
+        if (op->kind == OP_CONVPOOL) {
+            op->mask = af_alloc(sizeof(uint16_t) * max_batch * tn_convpool_mask_n(op->cp));
+            if (!op->mask)
+                goto fail;
+            size_t s = tn_convpool_scratch(op->cp);
+            if (s > scr)
+                scr = s;
+        }
+        if (op->kind != OP_LAYER)
+            continue;
         size_t n = (size_t)max_batch * l->out_n;
-        if (l->out_n > maxn)
-            maxn = l->out_n;
-        ws->act[i] = af_alloc(sizeof(float) * n);
-        if (!ws->act[i])
+        if (l->kind == NN_MAXPOOL2D && !(ws->arg[op->last] = af_alloc(sizeof(uint32_t) * n)))
             goto fail;
-        if (l->kind == NN_MAXPOOL2D && !(ws->arg[i] = af_alloc(sizeof(uint32_t) * n)))
-            goto fail;
-        if (l->kind == NN_DROPOUT && !(ws->mask[i] = af_alloc(n)))
+        if (l->kind == NN_DROPOUT && !(ws->mask[op->last] = af_alloc(n)))
             goto fail;
         if (l->kind == NN_CONV2D) {
             size_t s = tn_conv2d_scratch(&l->geo, max_batch);
@@ -469,6 +543,8 @@ void nn_ws_free(nn_ws *ws)
         af_free(ws->act[i]);
         af_free(ws->arg[i]);
         af_free(ws->mask[i]);
+        tn_convpool_free(ws->ops[i].cp);
+        af_free(ws->ops[i].mask);
     }
     af_free(ws->g0);
     af_free(ws->g1);
@@ -479,42 +555,66 @@ void nn_ws_free(nn_ws *ws)
 
 int nn_ws_max_batch(const nn_ws *ws) { return ws->max_batch; }
 
+/* Forward of one unfused layer i into ws->act[i]. */
+static void layer_forward(const nn_model *m, nn_ws *ws, int i, const float *in, int b, int train,
+                          uint64_t seed)
+{
+    const nn_layer *l = &m->layers[i];
+    const float *P = m->params;
+    float *out = ws->act[i];
+    switch (l->kind) {
+    case NN_CONV2D:
+        tn_conv2d_forward(&l->geo, b, in, P + l->w_off, l->has_bias ? P + l->b_off : NULL, out,
+                          ws->scratch);
+        break;
+    case NN_MAXPOOL2D:
+        tn_maxpool2d_forward(&l->geo, b, in, out, ws->arg[i]);
+        break;
+    case NN_RELU:
+        tn_relu_forward((size_t)b * l->out_n, in, out);
+        break;
+    case NN_FLATTEN: /* always a view op */
+        break;
+    case NN_LINEAR: /* always a dense op */
+        break;
+    case NN_DROPOUT:
+        if (train && l->p > 0.0f)
+            tn_dropout_forward((size_t)b * l->out_n, l->p, in, out, ws->mask[i],
+                               seed * 0x9e3779b97f4a7c15ULL + (uint64_t)i);
+        else {
+            memcpy(out, in, sizeof(float) * b * l->out_n);
+            memset(ws->mask[i], 1, (size_t)b * l->out_n);
+        }
+        break;
+    }
+}
+
 const float *nn_forward(const nn_model *m, nn_ws *ws, const float *x, int b, int train,
                         uint64_t seed)
 {
     const float *in = x;
     const float *P = m->params;
-    for (int i = 0; i < m->n_layers; i++) {
-        const nn_layer *l = &m->layers[i];
-        float *out = ws->act[i];
-        switch (l->kind) {
-        case NN_CONV2D:
-            tn_conv2d_forward(&l->geo, b, in, P + l->w_off, l->has_bias ? P + l->b_off : NULL,
-                              out, ws->scratch);
+    for (int j = 0; j < ws->n_ops; j++) {
+        nn_op *op = &ws->ops[j];
+        const nn_layer *l = &m->layers[op->first];
+        float *out = ws->act[op->last];
+        const float *bias = l->has_bias ? P + l->b_off : NULL;
+        switch (op->kind) {
+        case OP_CONVPOOL:
+            tn_convpool_forward(op->cp, b, in, P + l->w_off, bias, out, op->mask, ws->scratch);
             break;
-        case NN_MAXPOOL2D:
-            tn_maxpool2d_forward(&l->geo, b, in, out, ws->arg[i]);
+        case OP_DENSE:
+            tn_dense_forward(b, l->in_features, l->out_features, in, P + l->w_off, bias,
+                             op->relu, out);
             break;
-        case NN_RELU:
-            tn_relu_forward((size_t)b * l->out_n, in, out);
+        case OP_VIEW:
+            out = (float *)in; /* flatten: same floats, new shape; never written through */
             break;
-        case NN_FLATTEN:
-            memcpy(out, in, sizeof(float) * b * l->out_n);
-            break;
-        case NN_LINEAR:
-            tn_linear_forward(b, l->in_features, l->out_features, in, P + l->w_off,
-                              l->has_bias ? P + l->b_off : NULL, out);
-            break;
-        case NN_DROPOUT:
-            if (train && l->p > 0.0f)
-                tn_dropout_forward((size_t)b * l->out_n, l->p, in, out, ws->mask[i],
-                                   seed * 0x9e3779b97f4a7c15ULL + (uint64_t)i);
-            else {
-                memcpy(out, in, sizeof(float) * b * l->out_n);
-                memset(ws->mask[i], 1, (size_t)b * l->out_n);
-            }
+        case OP_LAYER:
+            layer_forward(m, ws, op->first, in, b, train, seed);
             break;
         }
+        op->y = out;
         in = out;
     }
     return in;
@@ -523,50 +623,68 @@ const float *nn_forward(const nn_model *m, nn_ws *ws, const float *x, int b, int
 double nn_loss(const nn_model *m, nn_ws *ws, const uint8_t *labels, int b, float scale,
                int *correct)
 {
-    return tn_softmax_xent(b, m->n_classes, ws->act[m->n_layers - 1], labels, scale,
+    return tn_softmax_xent(b, m->n_classes, ws->ops[ws->n_ops - 1].y, labels, scale,
                            ws->dlogits, correct);
+}
+
+/* Backward of one unfused layer i: din (may be NULL for the first layer) from dout. */
+static void layer_backward(const nn_model *m, nn_ws *ws, int i, const float *in, int b,
+                           const float *dout, float *din, float *grads)
+{
+    const nn_layer *l = &m->layers[i];
+    const float *P = m->params;
+    switch (l->kind) {
+    case NN_CONV2D:
+        tn_conv2d_backward(&l->geo, b, in, P + l->w_off, dout, din, grads + l->w_off,
+                           l->has_bias ? grads + l->b_off : NULL, ws->scratch);
+        break;
+    case NN_MAXPOOL2D:
+        if (din)
+            tn_maxpool2d_backward(&l->geo, b, dout, ws->arg[i], din);
+        break;
+    case NN_RELU:
+        if (din)
+            tn_relu_backward((size_t)b * l->out_n, ws->act[i], dout, din);
+        break;
+    case NN_DROPOUT:
+        if (din)
+            tn_dropout_backward((size_t)b * l->out_n, l->p, dout, ws->mask[i], din);
+        break;
+    case NN_FLATTEN:
+    case NN_LINEAR:
+        break; /* never unfused */
+    }
 }
 
 void nn_backward(const nn_model *m, nn_ws *ws, const float *x, int b, float *grads)
 {
     const float *P = m->params;
     const float *dout = ws->dlogits;
-    float *bufs[2] = {ws->g0, ws->g1};
-    int which = 0;
-    for (int i = m->n_layers - 1; i >= 0; i--) {
-        const nn_layer *l = &m->layers[i];
-        const float *in = i ? ws->act[i - 1] : x;
-        /* the first layer needs no input gradient */
-        float *din = i ? bufs[which] : NULL;
-        switch (l->kind) {
-        case NN_CONV2D:
-            tn_conv2d_backward(&l->geo, b, in, P + l->w_off, dout, din, grads + l->w_off,
-                               l->has_bias ? grads + l->b_off : NULL, ws->scratch);
+    for (int j = ws->n_ops - 1; j >= 0; j--) {
+        const nn_op *op = &ws->ops[j];
+        const nn_layer *l = &m->layers[op->first];
+        const float *in = j ? ws->ops[j - 1].y : x;
+        /* the first op needs no input gradient; otherwise write into the buffer dout is not in */
+        float *din = j ? (dout == ws->g0 ? ws->g1 : ws->g0) : NULL;
+        float *gb = l->has_bias ? grads + l->b_off : NULL;
+        switch (op->kind) {
+        case OP_CONVPOOL:
+            tn_convpool_backward(op->cp, b, in, P + l->w_off, dout, op->mask, din,
+                                 grads + l->w_off, gb, ws->scratch);
             break;
-        case NN_MAXPOOL2D:
-            if (din)
-                tn_maxpool2d_backward(&l->geo, b, dout, ws->arg[i], din);
+        case OP_DENSE:
+            tn_dense_backward(b, l->in_features, l->out_features, in, P + l->w_off, dout, din,
+                              op->relu_in, grads + l->w_off, gb);
             break;
-        case NN_RELU:
-            if (din)
-                tn_relu_backward((size_t)b * l->out_n, ws->act[i], dout, din);
+        case OP_VIEW:
+            din = (float *)dout; /* the gradient of a view is the same floats */
             break;
-        case NN_FLATTEN:
-            if (din)
-                memcpy(din, dout, sizeof(float) * b * l->out_n);
-            break;
-        case NN_LINEAR:
-            tn_linear_backward(b, l->in_features, l->out_features, in, P + l->w_off, dout, din,
-                               grads + l->w_off, l->has_bias ? grads + l->b_off : NULL);
-            break;
-        case NN_DROPOUT:
-            if (din)
-                tn_dropout_backward((size_t)b * l->out_n, l->p, dout, ws->mask[i], din);
+        case OP_LAYER:
+            layer_backward(m, ws, op->first, in, b, dout, din, grads);
             break;
         }
         if (!din)
             break;
         dout = din;
-        which ^= 1;
     }
 }

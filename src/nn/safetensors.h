@@ -5,8 +5,10 @@
  *  "__metadata__": {"key": "string value", …}}, then the raw little-endian tensor bytes.
  * Reading validates everything: header length within the file, JSON well-formed, known
  * dtype, offsets inside the data area, size = product(shape)·dtype size, no overlaps, and
- * the data area fully covered. Only F32 (and I64/I32/U8 read-only for metadata-like tensors)
- * are accepted as tensors to load; any lie is an AF_EFORMAT error naming the tensor.
+ * the data area fully covered. Every dtype of st_dtype is parsed (the data is left as raw
+ * little-endian bytes, possibly unaligned: memcpy it out); loaders of model weights accept only
+ * F32 (and I64/I32/U8 for metadata-like tensors). Any lie is an AF_EFORMAT error naming the
+ * tensor. Only F32 is written.
  */
 #ifndef AF_NN_SAFETENSORS_H
 #define AF_NN_SAFETENSORS_H

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "core/rng.h"
+#include "tensor/dense.h"
 
 void tn_gemm(int tA, int tB, int M, int N, int K, float alpha, const float *A, int lda,
              const float *B, int ldb, float beta, float *C, int ldc)
@@ -230,23 +231,13 @@ void tn_relu_backward(size_t n, const float *y, const float *dy, float *dx)
 void tn_linear_forward(int b, int in, int out, const float *x, const float *w, const float *bias,
                        float *y)
 {
-    tn_gemm(0, 1, b, out, in, 1.0f, x, in, w, in, 0.0f, y, out);
-    if (bias)
-        for (int n = 0; n < b; n++)
-            for (int o = 0; o < out; o++)
-                y[n * out + o] += bias[o];
+    tn_dense_forward(b, in, out, x, w, bias, 0, y);
 }
 
 void tn_linear_backward(int b, int in, int out, const float *x, const float *w, const float *dy,
                         float *dx, float *dw, float *db)
 {
-    tn_gemm(1, 0, out, in, b, 1.0f, dy, out, x, in, 1.0f, dw, in);
-    if (db)
-        for (int n = 0; n < b; n++)
-            for (int o = 0; o < out; o++)
-                db[o] += dy[n * out + o];
-    if (dx)
-        tn_gemm(0, 0, b, in, out, 1.0f, dy, out, w, in, 0.0f, dx, in);
+    tn_dense_backward(b, in, out, x, w, dy, dx, 0, dw, db);
 }
 
 double tn_softmax_xent(int b, int k, const float *logits, const uint8_t *labels, float scale,

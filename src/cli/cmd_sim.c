@@ -1,0 +1,269 @@
+/* cmd_sim.c — `artificien sim`: federated learning simulated over many devices.
+ * Writes RUN_DIR/{rounds.csv, partition.csv, balance.json, model.safetensors, config.json}
+ * (rank 0 only under MPI) and prints a progress line per round. */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/args.h"
+#include "cli/cli.h"
+#include "core/err.h"
+#include "core/fileio.h"
+#include "core/timer.h"
+#include "nn/checkpoint.h"
+#include "sim/sim.h"
+
+#ifdef AF_HAVE_MPI
+#include <mpi.h>
+#endif
+
+static void json_num(FILE *f, double v)
+{
+    if (isfinite(v))
+        fprintf(f, "%.6f", v);
+    else
+        fputs("null", f);
+}
+
+static void csv_num(FILE *f, double v)
+{
+    if (isfinite(v))
+        fprintf(f, "%.6f", v);
+}
+
+int cmd_sim(int argc, char **argv)
+{
+    sim_cfg c;
+    sim_cfg_defaults(&c);
+    const char *spec = NULL, *data = "fashion-mnist", *out = NULL, *opt = "sgd", *init = NULL;
+    double lr = NAN, momentum = 0.0, wd = 0.0;
+    int json = 0, quiet = 0, limit = 0;
+    const arg_opt opts[] = {
+        {"model", ARG_STR, &spec, "model spec JSON (default: models/fashion_cnn.json)"},
+        {"init", ARG_STR, &init, "initial weights (.safetensors) instead of a fresh init"},
+        {"data", ARG_STR, &data, "dataset: fashion-mnist or a folder of IDX files"},
+        {"limit", ARG_INT, &limit, "use only the first N training samples"},
+        {"clients", ARG_INT, &c.clients, "number of simulated devices (default 100)"},
+        {"frac", ARG_FLOAT, &c.frac, "fraction of devices selected per round (default 0.1)"},
+        {"per-round", ARG_INT, &c.per_round, "devices selected per round (overrides --frac)"},
+        {"rounds", ARG_INT, &c.rounds, "rounds (default 20)"},
+        {"local-epochs", ARG_INT, &c.local_epochs, "local epochs per round (default 1)"},
+        {"batch", ARG_INT, &c.batch, "local batch size (default 10)"},
+        {"opt", ARG_STR, &opt, "local optimizer: sgd or adam (default sgd)"},
+        {"lr", ARG_FLOAT, &lr, "local learning rate (default 0.05)"},
+        {"momentum", ARG_FLOAT, &momentum, "local SGD momentum (default 0)"},
+        {"weight-decay", ARG_FLOAT, &wd, "local weight decay (default 0)"},
+        {"partition", ARG_STR, &c.partition, "iid, dirichlet:ALPHA, shards:K, labels:K, quantity:BETA"},
+        {"heldout", ARG_FLOAT, &c.heldout_frac, "each device's held-out share for federated eval (default 0.1)"},
+        {"strategy", ARG_STR, &c.strategy, "fedavg, fedavgm, fedprox, fedadam, fedyogi, fedadagrad, scaffold, fednova"},
+        {"strategy-opts", ARG_STR, &c.strategy_opts, "strategy options k=v,k=v (see docs/strategies.md)"},
+        {"dropout", ARG_FLOAT, &c.dropout, "probability a selected device fails to report (default 0)"},
+        {"speed-sigma", ARG_FLOAT, &c.speed_sigma, "device speeds ~ logNormal(0, sigma) (default 0)"},
+        {"device-rate", ARG_FLOAT, &c.device_rate, "samples/s of a speed-1 device (default 1000)"},
+        {"deadline", ARG_FLOAT, &c.deadline, "round deadline in simulated seconds; slower devices drop"},
+        {"eval-every", ARG_INT, &c.eval_every, "evaluate every K rounds (default 1; 0 = last only)"},
+        {"threads", ARG_INT, &c.threads, "threads (default 1)"},
+        {"seed", ARG_U64, &c.seed, "seed (default 1)"},
+        {"out", ARG_STR, &out, "RUN_DIR for rounds.csv, partition.csv, balance.json, model, config"},
+        {"quiet", ARG_FLAG, &quiet, "no progress lines"},
+        {"json", ARG_FLAG, &json, "print a JSON summary as the last line of stdout"},
+        {0},
+    };
+    char *pos[1];
+    int npos, r = args_parse("sim", "[options]", opts, argc, argv, pos, &npos, 0);
+    if (r)
+        return r > 0 ? 0 : 2;
+    nn_opt_kind kind;
+    if (nn_optim_parse_kind(opt, &kind))
+        return cli_fail("sim", "--opt: %s", af_errmsg());
+    c.opt = nn_optim_defaults(kind);
+    c.opt.lr = (float)(isnan(lr) ? 0.05 : lr);
+    c.opt.momentum = (float)momentum;
+    c.opt.weight_decay = (float)wd;
+    if (limit < 0)
+        return cli_fail("sim", "--limit must be >= 0");
+    int rank = 0, size = 1, mpi = 0;
+#ifdef AF_HAVE_MPI
+    if (getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMI_SIZE")) {
+        MPI_Init(NULL, NULL);
+        MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+        MPI_Comm_size(MPI_COMM_WORLD, &size);
+        mpi = 1;
+    }
+#endif
+    int rc = 0;
+    nn_model *m = NULL;
+    data_dataset *tr = NULL, *te = NULL;
+    sim *s = NULL;
+    sim_round *rounds = NULL;
+    if (init ? nn_checkpoint_load(init, NULL, &m) : nn_model_from_file(spec ? spec : cli_default_spec(), NULL, &m)) {
+        rc = cli_fail("sim", "%s", af_errmsg());
+        goto done;
+    }
+    if (!init)
+        nn_model_init(m, c.seed);
+    if (data_load_fashion_mnist(data, 1, 0.2860f, 0.3530f, (size_t)limit, &tr) ||
+        data_load_fashion_mnist(data, 0, 0.2860f, 0.3530f, 0, &te)) {
+        rc = cli_fail("sim", "%s", af_errmsg());
+        goto done;
+    }
+    if (sim_create(&c, m, tr, te, &s)) {
+        rc = cli_fail("sim", "%s", af_errmsg());
+        goto done;
+    }
+    rounds = calloc((size_t)c.rounds, sizeof *rounds);
+    if (!rounds) {
+        rc = cli_fail("sim", "out of memory");
+        goto done;
+    }
+    const int lead = rank == 0;
+    if (lead && !quiet)
+        fprintf(stderr, "sim: %d devices (%s), %d per round, %d rounds, strategy %s, %d thread%s%s\n",
+                c.clients, c.partition, sim_partition(s)->n_devices ? (c.per_round ? c.per_round : (int)lround(c.frac * c.clients)) : 0,
+                c.rounds, c.strategy, c.threads, c.threads > 1 ? "s" : "",
+                mpi ? ", MPI" : "");
+    double t0 = af_now(), run_s = 0;
+    for (int i = 1; i <= c.rounds; i++) {
+        sim_round *R = &rounds[i - 1];
+        if (sim_run_round(s, i, R)) {
+            rc = cli_fail("sim", "round %d: %s", i, af_errmsg());
+            goto done;
+        }
+        run_s = af_now() - t0;
+        if (lead && !quiet) {
+            double eta = run_s / i * (c.rounds - i);
+            fprintf(stderr, "round %d/%d: %d devices (%d reported, %d dropped)", i, c.rounds,
+                    R->selected, R->reported, R->dropped);
+            if (isfinite(R->test_accuracy))
+                fprintf(stderr, ", acc %.4f, loss %.4f, device acc mean %.3f p10 %.3f min %.3f",
+                        R->test_accuracy, R->test_loss, R->dev_acc_mean, R->dev_acc_p10, R->dev_acc_min);
+            fprintf(stderr, ", train loss %.4f, %.2fs, ETA %.1fs\n", R->train_loss, R->seconds, eta);
+        }
+    }
+    if (lead && out) {
+        char path[4096];
+        if (af_mkdir_p(out)) {
+            rc = cli_fail("sim", "%s", af_errmsg());
+            goto done;
+        }
+        char *buf = NULL;
+        size_t len = 0;
+        FILE *f = open_memstream(&buf, &len);
+        if (!f) {
+            rc = cli_fail("sim", "out of memory");
+            goto done;
+        }
+        fprintf(f, "round,selected,reported,dropped,train_loss,test_loss,test_accuracy,"
+                   "device_acc_mean,device_acc_p10,device_acc_min,seconds,sim_seconds,bytes_down,bytes_up\n");
+        for (int i = 0; i < c.rounds; i++) {
+            const sim_round *R = &rounds[i];
+            fprintf(f, "%d,%d,%d,%d,", R->round, R->selected, R->reported, R->dropped);
+            csv_num(f, R->train_loss);
+            fputc(',', f);
+            csv_num(f, R->test_loss);
+            fputc(',', f);
+            csv_num(f, R->test_accuracy);
+            fputc(',', f);
+            csv_num(f, R->dev_acc_mean);
+            fputc(',', f);
+            csv_num(f, R->dev_acc_p10);
+            fputc(',', f);
+            csv_num(f, R->dev_acc_min);
+            fprintf(f, ",%.4f,%.3f,%llu,%llu\n", R->seconds, R->sim_seconds,
+                    (unsigned long long)R->bytes_down, (unsigned long long)R->bytes_up);
+        }
+        fclose(f);
+        snprintf(path, sizeof path, "%s/rounds.csv", out);
+        const void *b[1] = {buf};
+        int wrc = af_write_file_atomic(path, b, &len, 1);
+        free(buf);
+        const data_partition *p = sim_partition(s);
+        const char *names[DATA_MAX_CLASSES];
+        for (int k = 0; k < tr->schema.n_classes; k++)
+            names[k] = tr->schema.class_names[k];
+        snprintf(path, sizeof path, "%s/partition.csv", out);
+        if (!wrc)
+            wrc = data_partition_write_csv(p, tr->y, names, path);
+        snprintf(path, sizeof path, "%s/balance.json", out);
+        if (!wrc)
+            wrc = data_partition_write_balance_json(p, tr->y, path);
+        char s_rounds[16], s_clients[16], s_acc[32];
+        snprintf(s_rounds, sizeof s_rounds, "%d", c.rounds);
+        snprintf(s_clients, sizeof s_clients, "%d", c.clients);
+        snprintf(s_acc, sizeof s_acc, "%.6f", rounds[c.rounds - 1].test_accuracy);
+        const char *keys[] = {"dataset", "rounds", "clients", "strategy", "partition", "test_accuracy"};
+        const char *vals[] = {tr->schema.name, s_rounds, s_clients, c.strategy, c.partition, s_acc};
+        snprintf(path, sizeof path, "%s/model.safetensors", out);
+        if (!wrc)
+            wrc = nn_checkpoint_save(sim_model(s), path, keys, vals, 6);
+        /* config.json: every option, enough to re-run exactly */
+        buf = NULL;
+        len = 0;
+        f = open_memstream(&buf, &len);
+        if (!f) {
+            rc = cli_fail("sim", "out of memory");
+            goto done;
+        }
+        fprintf(f, "{\n  \"command\": \"sim\",\n  \"model\": %s,\n  \"init\": %s%s%s,\n  \"data\": \"%s\",\n  \"limit\": %d,\n"
+                   "  \"clients\": %d,\n  \"frac\": %g,\n  \"per_round\": %d,\n  \"rounds\": %d,\n"
+                   "  \"local_epochs\": %d,\n  \"batch\": %d,\n  \"opt\": \"%s\",\n  \"lr\": %g,\n"
+                   "  \"momentum\": %g,\n  \"weight_decay\": %g,\n  \"partition\": \"%s\",\n  \"heldout\": %g,\n"
+                   "  \"strategy\": \"%s\",\n  \"strategy_opts\": \"%s\",\n  \"dropout\": %g,\n"
+                   "  \"speed_sigma\": %g,\n  \"device_rate\": %g,\n  \"deadline\": %g,\n  \"eval_every\": %d,\n"
+                   "  \"threads\": %d,\n  \"mpi_ranks\": %d,\n  \"seed\": %llu\n}\n",
+                sim_model(s)->spec_json, init ? "\"" : "", init ? init : "null", init ? "\"" : "", data,
+                limit, c.clients, c.frac, c.per_round, c.rounds, c.local_epochs, c.batch, opt,
+                (double)c.opt.lr, momentum, wd, c.partition, c.heldout_frac, c.strategy,
+                c.strategy_opts ? c.strategy_opts : "", c.dropout, c.speed_sigma, c.device_rate,
+                c.deadline, c.eval_every, c.threads, size, (unsigned long long)c.seed);
+        fclose(f);
+        snprintf(path, sizeof path, "%s/config.json", out);
+        b[0] = buf;
+        if (!wrc)
+            wrc = af_write_file_atomic(path, b, &len, 1);
+        free(buf);
+        if (wrc) {
+            rc = cli_fail("sim", "%s", af_errmsg());
+            goto done;
+        }
+    }
+    if (lead && json) {
+        printf("{\"rounds\": [");
+        for (int i = 0; i < c.rounds; i++) {
+            const sim_round *R = &rounds[i];
+            printf("%s{\"round\": %d, \"test_accuracy\": ", i ? ", " : "", R->round);
+            json_num(stdout, R->test_accuracy);
+            printf(", \"test_loss\": ");
+            json_num(stdout, R->test_loss);
+            printf(", \"train_loss\": ");
+            json_num(stdout, R->train_loss);
+            printf(", \"device_acc_mean\": ");
+            json_num(stdout, R->dev_acc_mean);
+            printf(", \"device_acc_p10\": ");
+            json_num(stdout, R->dev_acc_p10);
+            printf(", \"device_acc_min\": ");
+            json_num(stdout, R->dev_acc_min);
+            printf(", \"reported\": %d, \"dropped\": %d, \"seconds\": %.4f}", R->reported, R->dropped, R->seconds);
+        }
+        printf("], \"final_accuracy\": ");
+        json_num(stdout, rounds[c.rounds - 1].test_accuracy);
+        printf(", \"clients\": %d, \"seconds_per_round\": %.4f, \"peak_rss_mb\": %.1f, \"mpi_ranks\": %d}\n",
+               c.clients, run_s / c.rounds, af_peak_rss_mb(), size);
+    } else if (lead && !quiet) {
+        printf("final test accuracy %.4f after %d rounds (%.2fs per round)\n",
+               rounds[c.rounds - 1].test_accuracy, c.rounds, run_s / c.rounds);
+    }
+done:
+    free(rounds);
+    sim_free(s);
+    data_dataset_free(tr);
+    data_dataset_free(te);
+    nn_model_free(m);
+#ifdef AF_HAVE_MPI
+    if (mpi)
+        MPI_Finalize();
+#endif
+    return rc;
+}

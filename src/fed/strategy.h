@@ -1,0 +1,150 @@
+/* strategy.h — server-side aggregation strategies over flat float vectors (the FedAvg family).
+ *
+ * Layer `fed`: uses core only; knows nothing about layers or models, only that a model is one
+ * flat float buffer of n parameters. A device's update is delta = w_local − w_global (n floats)
+ * with a weight (its sample count). A round folds updates into an accumulator as they arrive
+ * (O(n) memory whatever the number of devices), then the strategy applies the result to the
+ * global weights in place. Strategy state (momentum, Adam moments, SCAFFOLD's c) is one flat
+ * buffer sized at creation; nothing here allocates per round. Full math: docs/strategies.md.
+ *
+ *   fed_strategy *s; fed_agg *a;
+ *   fed_strategy_create("fedadam", "eta=0.01,tau=1e-3", n, &s);
+ *   fed_agg_create(s, &a);
+ *   for each reporting device: fed_agg_add(a, delta_k, n_k, NULL);
+ *   fed_strategy_apply(s, a, w_global);   // new global model
+ *   fed_agg_reset(a);                      // next round
+ *
+ * Determinism: the accumulator sums in exact 192-bit fixed point (each w·delta term is rounded
+ * once, toward zero, to a multiple of 2^-96), so the sum does not depend on the order updates
+ * arrive in nor on how they are split among partial accumulators (threads, MPI ranks) that
+ * are then merged: the applied result is bitwise the same. Terms with |w·delta| >= 2^62
+ * are refused (AF_ERANGE) so 2^32 updates can never overflow.
+ */
+#ifndef AF_FED_STRATEGY_H
+#define AF_FED_STRATEGY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum {
+    FED_FEDAVG = 0,     /* McMahan et al. 2017: sample-weighted mean of deltas */
+    FED_FEDAVGM = 1,    /* Hsu et al. 2019: server momentum */
+    FED_FEDPROX = 2,    /* Li et al. 2020: FedAvg on the server, proximal term on clients */
+    FED_FEDADAM = 3,    /* Reddi et al. 2021, Algorithm 2 (Adam) */
+    FED_FEDYOGI = 4,    /* Reddi et al. 2021, Algorithm 2 (Yogi) */
+    FED_FEDADAGRAD = 5, /* Reddi et al. 2021, Algorithm 2 (Adagrad) */
+    FED_SCAFFOLD = 6,   /* Karimireddy et al. 2020: control variates */
+    FED_FEDNOVA = 7,    /* Wang et al. 2020: normalised averaging */
+} fed_strategy_kind;
+
+typedef struct fed_strategy fed_strategy;
+typedef struct fed_agg fed_agg;
+
+/* What a device sends besides its delta, for the strategies that need more.
+ * scaffold: delta_c = c_i+ − c_i (n floats, required). fednova: tau = the device's effective
+ * number of local steps (> 0, required; see fed_nova_tau). Others ignore it (NULL is fine). */
+typedef struct fed_extra {
+    const float *delta_c;
+    double tau;
+} fed_extra;
+
+/* Creates a strategy by name — fedavg, fedavgm, fedprox, fedadam, fedyogi, fedadagrad,
+ * scaffold, fednova — with options "k=v,k=v" (NULL or "" for defaults), for models of
+ * n_params parameters. Options (defaults):
+ *   fedavg      eta=1
+ *   fedavgm     eta=1, beta=0.9                  (beta in [0,1))
+ *   fedprox     eta=1, mu=0.01                   (mu >= 0; read back with fed_strategy_mu)
+ *   fedadam     eta=0.01, beta1=0.9, beta2=0.99, tau=0.001
+ *   fedyogi     eta=0.01, beta1=0.9, beta2=0.99, tau=0.001
+ *   fedadagrad  eta=0.01, beta1=0.9, tau=0.001
+ *   scaffold    eta=1, clients=N                 (N = total number of clients, required)
+ *   fednova     eta=1
+ * eta > 0 always; beta1, beta2 in [0,1); tau > 0; clients an integer >= 1.
+ * Returns 0, AF_EINVAL (unknown strategy or option, malformed value, missing required
+ * option, n_params 0), AF_ERANGE (value out of range) or AF_ENOMEM; the message names the
+ * strategy and option. *out is the caller's: free with fed_strategy_free. */
+int fed_strategy_create(const char *name, const char *opts, size_t n_params, fed_strategy **out);
+
+/* Frees the strategy; NULL is fine. */
+void fed_strategy_free(fed_strategy *s);
+
+fed_strategy_kind fed_strategy_kind_of(const fed_strategy *s);
+/* Canonical name ("fedadam"); static string. */
+const char *fed_strategy_name(const fed_strategy *s);
+size_t fed_strategy_n_params(const fed_strategy *s);
+/* FedProx's mu for the clients' proximal term (0 for every other strategy). */
+double fed_strategy_mu(const fed_strategy *s);
+/* SCAFFOLD's server control variate c (n floats, owned by s; zero at start), NULL for other
+ * strategies. Clients read it at the start of a round. */
+const float *fed_strategy_control(const fed_strategy *s);
+
+/* The server state as one flat float buffer owned by s (fedavgm: momentum [n]; fedadam,
+ * fedyogi, fedadagrad: m [n] then v [n]; scaffold: c [n]; others: none, *n = 0, NULL).
+ * Read it to checkpoint, write it to restore. v starts at tau², as Algorithm 2 asks
+ * (v_{-1} >= tau²). */
+float *fed_strategy_state(fed_strategy *s, size_t *n);
+
+/* Creates an empty accumulator shaped for s (n_params, and delta_c sums for scaffold).
+ * Memory: 24 bytes per parameter (48 for scaffold). Returns 0 or AF_ENOMEM. */
+int fed_agg_create(const fed_strategy *s, fed_agg **out);
+/* Frees it; NULL is fine. */
+void fed_agg_free(fed_agg *a);
+/* Empties it for the next round. */
+void fed_agg_reset(fed_agg *a);
+
+/* Folds in one device's update: delta[n_params] = w_local − w_global, weight = its sample
+ * count (finite, > 0), extra as fed_extra says. All-or-nothing: on any error nothing is
+ * folded in. Returns 0, AF_EINVAL (NULL delta, weight <= 0 or not finite, NaN/Inf in delta
+ * or delta_c — the message gives the index —, missing delta_c or tau) or AF_ERANGE
+ * (|weight·delta| >= 2^62, or 2^32 updates already in). Allocates nothing. */
+int fed_agg_add(fed_agg *a, const float *delta, double weight, const fed_extra *extra);
+
+/* dst += src (exact): combine per-thread or per-rank partial sums. The result is bitwise
+ * what one accumulator fed every update would hold, in any order and any split.
+ * Returns 0, or AF_ESHAPE if they were made for differently shaped strategies. */
+int fed_agg_merge(fed_agg *dst, const fed_agg *src);
+
+/* Updates folded in, and their total weight. */
+uint64_t fed_agg_count(const fed_agg *a);
+double fed_agg_weight(const fed_agg *a);
+
+/* The weighted mean delta Σ w_k·delta_k / Σ w_k into out[n_params] (for logging, clipping
+ * checks, robust aggregation). Returns 0 or AF_ESTATE if empty. */
+int fed_agg_mean(const fed_agg *a, float *out);
+
+/* The accumulator's whole state as one contiguous block (*bytes long, owned by a), for
+ * sending a partial sum between MPI ranks: receive into the block of an accumulator made
+ * for an identical strategy, then fed_agg_merge. Native byte order. */
+void *fed_agg_data(fed_agg *a, size_t *bytes);
+
+/* Applies the round to the global weights w[n_params] in place and advances the strategy's
+ * state. Allocates nothing. The accumulator is left as is (reset it for the next round).
+ * Returns 0, AF_ESTATE if no update was folded in (nothing changes), AF_ESHAPE if a was made
+ * for another shape. */
+int fed_strategy_apply(fed_strategy *s, const fed_agg *a, float *w);
+
+/* ---- client-side helpers ---- */
+
+/* FedProx: grad[i] += mu·(w[i] − w_global[i]), the gradient of (mu/2)·||w − w_global||². */
+void fed_prox_grad(float *grad, const float *w, const float *w_global, size_t n, float mu);
+
+/* SCAFFOLD: corrected local gradient grad[i] += c[i] − c_i[i] (c_global: the server's, from
+ * fed_strategy_control; c_local: this client's). */
+void fed_scaffold_correct_grad(float *grad, const float *c_global, const float *c_local,
+                               size_t n);
+
+/* SCAFFOLD control update, option II of Karimireddy et al. 2020, after `steps` local steps
+ * with learning rate lr from w_global to w_local:
+ *   c_i+ = c_i − c + (w_global − w_local) / (steps·lr)
+ * c_local is updated in place; delta_c[n] (may be NULL) receives c_i+ − c_i, which is what the
+ * client sends. steps >= 1 and lr > 0 (programmer error otherwise: nothing is changed). */
+void fed_scaffold_update_control(float *c_local, float *delta_c, const float *c_global,
+                                 const float *w_global, const float *w_local, size_t n,
+                                 double steps, double lr);
+
+/* FedNova: a client's effective step count tau_i = ||a_i||_1 for `steps` local SGD steps
+ * with momentum rho in [0,1) (Wang et al. 2020): steps when rho = 0, else
+ *   (steps − rho·(1 − rho^steps)/(1 − rho)) / (1 − rho). */
+double fed_nova_tau(double steps, double rho);
+
+#endif

@@ -1,0 +1,23 @@
+/* dense.h — fully connected layers as small-GEMM kernels with the bias and the ReLUs fused.
+ *
+ * Layer `tensor`: uses core and kernels.h. The shapes of a small CNN's classifier (batch
+ * 1..1000 × a few hundred features) are too small for a BLAS to reach its speed, so these
+ * are register-blocked AVX-512 kernels written for them (a CBLAS path where AVX-512 is
+ * absent). Results equal tn_linear_*_ref followed by tn_relu_* to float32 rounding.
+ * Nothing here allocates.
+ */
+#ifndef AF_TENSOR_DENSE_H
+#define AF_TENSOR_DENSE_H
+
+/* x (b,in), w (out,in), bias (out) or NULL -> y (b,out) = x w^T + bias, then max(y,0) when
+ * relu != 0. y must not overlap x. */
+void tn_dense_forward(int b, int in, int out, const float *x, const float *w, const float *bias,
+                      int relu, float *y);
+
+/* Backward of y = x w^T + b for dy (b,out): dw (out,in) += dy^T x, db (out) += sum_b dy
+ * (db may be NULL), dx (b,in) = dy w (dx may be NULL). relu_in != 0 also applies the
+ * backward of a ReLU that produced x: dx = 0 where x <= 0. */
+void tn_dense_backward(int b, int in, int out, const float *x, const float *w, const float *dy,
+                       float *dx, int relu_in, float *dw, float *db);
+
+#endif

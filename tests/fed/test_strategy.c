@@ -1,0 +1,507 @@
+/* test_strategy.c — tests for fed/strategy: each server rule against numbers worked out by
+ * hand from its formula, exact (split- and order-independent) accumulation, the client-side
+ * helpers, and refusal of bad names, options and updates. */
+#include "../test.h"
+
+#include "core/err.h"
+#include "core/rng.h"
+#include "fed/strategy.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* Two devices, three parameters, used by the hand-worked examples:
+ *   A: delta (0.1, −0.2, 0),   weight 1
+ *   B: delta (0.3,  0.2, 0.5), weight 3
+ *   weighted mean d = (1·A + 3·B)/4 = (0.25, 0.1, 0.375) */
+static const float DA[3] = {0.1f, -0.2f, 0.0f}, DB[3] = {0.3f, 0.2f, 0.5f};
+
+static int round_ab(fed_strategy *s, float *w)
+{
+    fed_agg *a;
+    int rc = fed_agg_create(s, &a);
+    if (rc < 0)
+        return rc;
+    if ((rc = fed_agg_add(a, DA, 1.0, NULL)) == 0 && (rc = fed_agg_add(a, DB, 3.0, NULL)) == 0)
+        rc = fed_strategy_apply(s, a, w);
+    fed_agg_free(a);
+    return rc;
+}
+
+TEST(strategy_fedavg_is_weighted_mean)
+{
+    fed_strategy *s;
+    CHECK(fed_strategy_create("fedavg", NULL, 3, &s) == 0);
+    float w[3] = {1, 2, 3};
+    CHECK(round_ab(s, w) == 0);
+    float want[3] = {1.25f, 2.1f, 3.375f};
+    CHECK_ALLCLOSE(w, want, 3, 0, 1e-6);
+    fed_strategy_free(s);
+    /* server learning rate scales the step */
+    CHECK(fed_strategy_create("fedavg", "eta=0.5", 3, &s) == 0);
+    float w2[3] = {1, 2, 3}, want2[3] = {1.125f, 2.05f, 3.1875f};
+    CHECK(round_ab(s, w2) == 0);
+    CHECK_ALLCLOSE(w2, want2, 3, 0, 1e-6);
+    fed_strategy_free(s);
+}
+
+TEST(strategy_agg_mean_count_weight)
+{
+    fed_strategy *s;
+    fed_agg *a;
+    CHECK(fed_strategy_create("fedavg", "", 3, &s) == 0);
+    CHECK(fed_agg_create(s, &a) == 0);
+    float mean[3];
+    CHECK(fed_agg_mean(a, mean) == AF_ESTATE);
+    CHECK(fed_agg_add(a, DA, 1.0, NULL) == 0);
+    CHECK(fed_agg_add(a, DB, 3.0, NULL) == 0);
+    CHECK(fed_agg_mean(a, mean) == 0);
+    float want[3] = {0.25f, 0.1f, 0.375f};
+    CHECK_ALLCLOSE(mean, want, 3, 0, 1e-7);
+    CHECK_EQ_INT(fed_agg_count(a), 2);
+    CHECK_NEAR(fed_agg_weight(a), 4.0, 0);
+    fed_agg_reset(a);
+    CHECK_EQ_INT(fed_agg_count(a), 0);
+    CHECK_NEAR(fed_agg_weight(a), 0.0, 0);
+    fed_agg_free(a);
+    fed_strategy_free(s);
+}
+
+TEST(strategy_sums_exactly)
+{
+    /* 1e18 + 1 − 1e18 in double is 0; the fixed-point sum keeps the 1 */
+    fed_strategy *s;
+    fed_agg *a;
+    CHECK(fed_strategy_create("fedavg", NULL, 2, &s) == 0);
+    CHECK(fed_agg_create(s, &a) == 0);
+    float d1[2] = {1e18f, 1e-20f}, d2[2] = {1.0f, 0.0f}, d3[2] = {-1e18f, -1e-20f};
+    CHECK(fed_agg_add(a, d1, 1, NULL) == 0);
+    CHECK(fed_agg_add(a, d2, 1, NULL) == 0);
+    CHECK(fed_agg_add(a, d3, 1, NULL) == 0);
+    float mean[2];
+    CHECK(fed_agg_mean(a, mean) == 0);
+    CHECK_NEAR(mean[0], 1.0 / 3.0, 1e-7);
+    CHECK_NEAR(mean[1], 0.0, 0);
+    /* negative sums and tiny terms survive too */
+    fed_agg_reset(a);
+    float e1[2] = {-3.0f, 1e-12f}, e2[2] = {-5.0f, 3e-12f};
+    CHECK(fed_agg_add(a, e1, 2, NULL) == 0);
+    CHECK(fed_agg_add(a, e2, 2, NULL) == 0);
+    CHECK(fed_agg_mean(a, mean) == 0);
+    CHECK_NEAR(mean[0], -4.0, 0);
+    CHECK_NEAR(mean[1], 2e-12, 1e-18);
+    fed_agg_free(a);
+    fed_strategy_free(s);
+}
+
+/* Random updates with a wide range of magnitudes, like real deltas of different layers. */
+#define NP 777
+#define ND 41
+static float g_delta[ND][NP];
+static double g_weight[ND];
+static void make_updates(void)
+{
+    af_rng r;
+    af_rng_seed(&r, 123, 0);
+    for (int k = 0; k < ND; k++) {
+        g_weight[k] = 1 + af_rng_below(&r, 600);
+        for (int i = 0; i < NP; i++)
+            g_delta[k][i] = (float)(af_rng_normal(&r) * pow(10.0, -6.0 + 6.0 * af_rng_uniform(&r)));
+    }
+}
+
+TEST(strategy_merge_of_split_accumulators_is_bitwise_equal)
+{
+    make_updates();
+    const char *names[] = {"fedavg", "fedadam", "fedyogi", "fedavgm"};
+    for (size_t t = 0; t < sizeof names / sizeof names[0]; t++) {
+        fed_strategy *s1, *s2;
+        CHECK(fed_strategy_create(names[t], NULL, NP, &s1) == 0);
+        CHECK(fed_strategy_create(names[t], NULL, NP, &s2) == 0);
+        fed_agg *one, *part[3];
+        CHECK(fed_agg_create(s1, &one) == 0);
+        for (int j = 0; j < 3; j++)
+            CHECK(fed_agg_create(s2, &part[j]) == 0);
+        /* one accumulator, canonical order; three partials fed a shuffled order, merged
+         * in yet another order */
+        uint32_t perm[ND];
+        for (int k = 0; k < ND; k++) {
+            perm[k] = (uint32_t)k;
+            CHECK(fed_agg_add(one, g_delta[k], g_weight[k], NULL) == 0);
+        }
+        af_rng r;
+        af_rng_seed(&r, 5 + t, 1);
+        af_rng_shuffle_u32(&r, perm, ND);
+        for (int k = 0; k < ND; k++)
+            CHECK(fed_agg_add(part[perm[k] % 3], g_delta[perm[k]], g_weight[perm[k]], NULL) == 0);
+        CHECK(fed_agg_merge(part[2], part[0]) == 0);
+        CHECK(fed_agg_merge(part[2], part[1]) == 0);
+        CHECK_EQ_INT(fed_agg_count(part[2]), ND);
+        float w1[NP], w2[NP];
+        for (int i = 0; i < NP; i++)
+            w1[i] = w2[i] = (float)i * 1e-3f;
+        for (int round = 0; round < 2; round++) { /* twice: the state must agree too */
+            CHECK(fed_strategy_apply(s1, one, w1) == 0);
+            CHECK(fed_strategy_apply(s2, part[2], w2) == 0);
+        }
+        CHECK_MSG(!memcmp(w1, w2, sizeof w1), "%s: split sum differs", names[t]);
+        /* and it is the weighted mean, to double precision before the final rounding */
+        if (t == 0) {
+            float m[NP];
+            CHECK(fed_agg_mean(one, m) == 0);
+            for (int i = 0; i < NP; i++) {
+                double num = 0, den = 0;
+                for (int k = 0; k < ND; k++) {
+                    num += g_weight[k] * g_delta[k][i];
+                    den += g_weight[k];
+                }
+                CHECK_NEAR(m[i], num / den, 1e-6 * fabs(num / den) + 1e-30);
+            }
+        }
+        fed_agg_free(one);
+        for (int j = 0; j < 3; j++)
+            fed_agg_free(part[j]);
+        fed_strategy_free(s1);
+        fed_strategy_free(s2);
+    }
+}
+
+TEST(strategy_agg_block_travels_as_bytes)
+{
+    /* what an MPI rank does: send a partial's block, receive into an identical accumulator */
+    make_updates();
+    fed_strategy *s;
+    CHECK(fed_strategy_create("fedavg", NULL, NP, &s) == 0);
+    fed_agg *a, *b, *rx, *all;
+    CHECK(fed_agg_create(s, &a) == 0 && fed_agg_create(s, &b) == 0);
+    CHECK(fed_agg_create(s, &rx) == 0 && fed_agg_create(s, &all) == 0);
+    for (int k = 0; k < ND; k++) {
+        CHECK(fed_agg_add(k < 10 ? a : b, g_delta[k], g_weight[k], NULL) == 0);
+        CHECK(fed_agg_add(all, g_delta[k], g_weight[k], NULL) == 0);
+    }
+    size_t nb, nrx;
+    void *src = fed_agg_data(b, &nb);
+    void *dst = fed_agg_data(rx, &nrx);
+    CHECK(nb == nrx);
+    memcpy(dst, src, nb);
+    CHECK(fed_agg_merge(a, rx) == 0);
+    size_t n1, n2;
+    const void *merged = fed_agg_data(a, &n1), *direct = fed_agg_data(all, &n2);
+    CHECK(n1 == n2 && !memcmp(merged, direct, n1));
+    fed_agg_free(a);
+    fed_agg_free(b);
+    fed_agg_free(rx);
+    fed_agg_free(all);
+    fed_strategy_free(s);
+}
+
+TEST(strategy_fedavgm_beta0_is_fedavg_and_momentum_accumulates)
+{
+    make_updates();
+    fed_strategy *avg, *m0;
+    CHECK(fed_strategy_create("fedavg", NULL, NP, &avg) == 0);
+    CHECK(fed_strategy_create("fedavgm", "beta=0", NP, &m0) == 0);
+    fed_agg *a;
+    CHECK(fed_agg_create(avg, &a) == 0);
+    for (int k = 0; k < ND; k++)
+        CHECK(fed_agg_add(a, g_delta[k], g_weight[k], NULL) == 0);
+    fed_agg *b;
+    CHECK(fed_agg_create(m0, &b) == 0);
+    for (int k = 0; k < ND; k++)
+        CHECK(fed_agg_add(b, g_delta[k], g_weight[k], NULL) == 0);
+    float w1[NP] = {0}, w2[NP] = {0};
+    for (int r = 0; r < 3; r++) {
+        CHECK(fed_strategy_apply(avg, a, w1) == 0);
+        CHECK(fed_strategy_apply(m0, b, w2) == 0);
+    }
+    CHECK_ALLCLOSE(w2, w1, NP, 1e-6, 1e-12);
+    fed_agg_free(a);
+    fed_agg_free(b);
+    fed_strategy_free(avg);
+    fed_strategy_free(m0);
+
+    /* beta 0.9, eta 1: u1 = d, x1 = x0 + d; u2 = 0.9·d + d, x2 = x1 + 1.9·d */
+    fed_strategy *s;
+    CHECK(fed_strategy_create("fedavgm", NULL, 3, &s) == 0);
+    float w[3] = {1, 2, 3};
+    CHECK(round_ab(s, w) == 0);
+    CHECK(round_ab(s, w) == 0);
+    float want[3] = {1 + 2.9f * 0.25f, 2 + 2.9f * 0.1f, 3 + 2.9f * 0.375f};
+    CHECK_ALLCLOSE(w, want, 3, 0, 1e-6);
+    size_t ns;
+    float *u = fed_strategy_state(s, &ns);
+    CHECK_EQ_INT(ns, 3);
+    CHECK_NEAR(u[0], 1.9 * 0.25, 1e-7);
+    fed_strategy_free(s);
+}
+
+/* Expected values below are the formulas of Reddi et al. 2021, Algorithm 2, evaluated by hand
+ * (in double) for d = (0.25, 0.1, 0.375), x0 = (1, 2, 3), eta 0.01, beta1 0.9, beta2 0.99,
+ * tau 0.001, m_{-1} = 0, v_{-1} = tau² = 1e-6, two rounds with the same d:
+ *   m1 = 0.1·d = (0.025, 0.01, 0.0375)               m2 = 0.19·d = (0.0475, 0.019, 0.07125)
+ *   Adam:    v1 = 0.99e-6 + 0.01·d² = (6.2599e-4, 1.0099e-4, 1.40724e-3)
+ *            x1 = x0 + 0.01·m1/(√v1 + 0.001) = (1.009608071, 2.009050283, 3.009736922)
+ *            v2 = 0.99·v1 + 0.01·d² = (1.2447301e-3, 1.999801e-4, 2.7994176e-3)
+ *            x2 = (1.022700419, 2.021598634, 3.022953511)
+ *   Yogi:    v1 = v0 − 0.01·d²·sign(v0 − d²) = v0 + 0.01·d² = (6.26e-4, 1.01e-4, 1.40725e-3)
+ *            x1 = (1.009607997, 2.009049876, 3.009736888)
+ *            v2 = v1 + 0.01·d² (v1 < d² still) = (1.251e-3, 2.01e-4, 2.8135e-3)
+ *            x2 = (1.022668399, 2.021568450, 3.022920972)
+ *   Adagrad: v1 = v0 + d² = (0.062501, 0.010001, 0.140626)
+ *            x1 = (1.000996008, 2.000990050, 3.000997337)
+ *            v2 = v1 + d² = (0.125001, 0.020001, 0.281251)
+ *            x2 = (1.002335716, 2.002324086, 3.002338309) */
+TEST(strategy_fedadam_yogi_adagrad_hand_worked)
+{
+    static const struct {
+        const char *name;
+        float x1[3], x2[3], v2[3];
+    } cases[] = {
+        {"fedadam",
+         {1.009608071f, 2.009050283f, 3.009736922f},
+         {1.022700419f, 2.021598634f, 3.022953511f},
+         {1.2447301e-3f, 1.999801e-4f, 2.7994176e-3f}},
+        {"fedyogi",
+         {1.009607997f, 2.009049876f, 3.009736888f},
+         {1.022668399f, 2.021568450f, 3.022920972f},
+         {1.251e-3f, 2.01e-4f, 2.8135e-3f}},
+        {"fedadagrad",
+         {1.000996008f, 2.000990050f, 3.000997337f},
+         {1.002335716f, 2.002324086f, 3.002338309f},
+         {0.125001f, 0.020001f, 0.281251f}},
+    };
+    for (size_t c = 0; c < 3; c++) {
+        fed_strategy *s;
+        CHECK(fed_strategy_create(cases[c].name, NULL, 3, &s) == 0);
+        size_t ns;
+        float *st = fed_strategy_state(s, &ns);
+        CHECK_EQ_INT(ns, 6);
+        CHECK_NEAR(st[3], 1e-6, 1e-12); /* v_{-1} = tau² */
+        float w[3] = {1, 2, 3};
+        CHECK(round_ab(s, w) == 0);
+        CHECK_ALLCLOSE(w, cases[c].x1, 3, 0, 2e-6);
+        CHECK(round_ab(s, w) == 0);
+        CHECK_ALLCLOSE(w, cases[c].x2, 3, 0, 2e-6);
+        float m2[3] = {0.0475f, 0.019f, 0.07125f};
+        CHECK_ALLCLOSE(st, m2, 3, 1e-5, 0);
+        CHECK_ALLCLOSE(st + 3, cases[c].v2, 3, 1e-5, 0);
+        fed_strategy_free(s);
+    }
+    /* options reach the update: beta1 = 0, beta2 = 0, tiny tau make Adam a sign step */
+    fed_strategy *s;
+    CHECK(fed_strategy_create("fedadam", "eta=0.5,beta1=0,beta2=0,tau=1e-9", 3, &s) == 0);
+    float w[3] = {1, 2, 3}, want[3] = {1.5f, 2.5f, 3.5f};
+    CHECK(round_ab(s, w) == 0);
+    CHECK_ALLCLOSE(w, want, 3, 0, 1e-5);
+    fed_strategy_free(s);
+}
+
+TEST(strategy_fedprox_server_is_fedavg_and_client_grad)
+{
+    fed_strategy *s;
+    CHECK(fed_strategy_create("fedprox", "mu=0.1", 3, &s) == 0);
+    CHECK_NEAR(fed_strategy_mu(s), 0.1, 0);
+    float w[3] = {1, 2, 3}, want[3] = {1.25f, 2.1f, 3.375f};
+    CHECK(round_ab(s, w) == 0);
+    CHECK_ALLCLOSE(w, want, 3, 0, 1e-6);
+    fed_strategy_free(s);
+    CHECK(fed_strategy_create("fedprox", NULL, 3, &s) == 0);
+    CHECK_NEAR(fed_strategy_mu(s), 0.01, 0);
+    fed_strategy_free(s);
+    CHECK(fed_strategy_create("fedavg", NULL, 3, &s) == 0);
+    CHECK_NEAR(fed_strategy_mu(s), 0.0, 0);
+    CHECK(fed_strategy_control(s) == NULL);
+    fed_strategy_free(s);
+    /* grad + mu·(w − w_global) */
+    float g[3] = {1, -1, 0}, wl[3] = {2, 0, 5}, wg[3] = {1.5f, 1, 5};
+    fed_prox_grad(g, wl, wg, 3, 0.1f);
+    float gw[3] = {1.05f, -1.1f, 0};
+    CHECK_ALLCLOSE(g, gw, 3, 0, 1e-7);
+}
+
+TEST(strategy_fednova_equal_tau_is_fedavg_and_normalises)
+{
+    make_updates();
+    fed_strategy *avg, *nova;
+    CHECK(fed_strategy_create("fedavg", NULL, NP, &avg) == 0);
+    CHECK(fed_strategy_create("fednova", NULL, NP, &nova) == 0);
+    fed_agg *a, *b;
+    CHECK(fed_agg_create(avg, &a) == 0 && fed_agg_create(nova, &b) == 0);
+    fed_extra ex = {.tau = 7};
+    for (int k = 0; k < ND; k++) {
+        CHECK(fed_agg_add(a, g_delta[k], g_weight[k], NULL) == 0);
+        CHECK(fed_agg_add(b, g_delta[k], g_weight[k], &ex) == 0);
+    }
+    float w1[NP] = {0}, w2[NP] = {0};
+    CHECK(fed_strategy_apply(avg, a, w1) == 0);
+    CHECK(fed_strategy_apply(nova, b, w2) == 0);
+    CHECK_ALLCLOSE(w2, w1, NP, 1e-6, 1e-12);
+    fed_agg_free(a);
+    fed_agg_free(b);
+    fed_strategy_free(avg);
+    fed_strategy_free(nova);
+
+    /* two devices, equal weight: delta 1 after 1 step, delta 2 after 4 steps.
+     * p = ½ each; Σ p·delta/tau = ½·1 + ½·0.5 = 0.75; tau_eff = 2.5; step 1.875 (FedAvg: 1.5) */
+    fed_strategy *s;
+    CHECK(fed_strategy_create("fednova", NULL, 1, &s) == 0);
+    CHECK(fed_agg_create(s, &a) == 0);
+    float d1 = 1, d2 = 2, w = 0;
+    fed_extra e1 = {.tau = 1}, e4 = {.tau = 4};
+    CHECK(fed_agg_add(a, &d1, 10, &e1) == 0);
+    CHECK(fed_agg_add(a, &d2, 10, &e4) == 0);
+    CHECK(fed_agg_add(a, &d2, 10, NULL) == AF_EINVAL); /* tau is required */
+    CHECK(fed_strategy_apply(s, a, &w) == 0);
+    CHECK_NEAR(w, 1.875, 1e-7);
+    fed_agg_free(a);
+    fed_strategy_free(s);
+
+    CHECK_NEAR(fed_nova_tau(5, 0), 5, 0);
+    CHECK_NEAR(fed_nova_tau(1, 0.9), 1, 1e-12);
+    CHECK_NEAR(fed_nova_tau(2, 0.9), 2.9, 1e-12); /* a = (1 + rho, 1) */
+}
+
+TEST(strategy_scaffold_server_and_client_rules)
+{
+    fed_strategy *s;
+    CHECK(fed_strategy_create("scaffold", "clients=10", 2, &s) == 0);
+    const float *c = fed_strategy_control(s);
+    CHECK(c && c[0] == 0 && c[1] == 0);
+    fed_agg *a;
+    CHECK(fed_agg_create(s, &a) == 0);
+    float dy1[2] = {1, 0}, dy2[2] = {0, 4}, dc1[2] = {1, 2}, dc2[2] = {3, -2};
+    fed_extra e1 = {.delta_c = dc1}, e2 = {.delta_c = dc2};
+    CHECK(fed_agg_add(a, dy1, 1, NULL) == AF_EINVAL); /* delta_c is required */
+    CHECK(strstr(af_errmsg(), "delta_c"));
+    CHECK(fed_agg_add(a, dy1, 1, &e1) == 0);
+    CHECK(fed_agg_add(a, dy2, 3, &e2) == 0);
+    float w[2] = {0, 0};
+    CHECK(fed_strategy_apply(s, a, w) == 0);
+    /* x += mean(Δy) (weights 1, 3) = (0.25, 3); c += (1/N)·ΣΔc = (4, 0)/10 */
+    CHECK_NEAR(w[0], 0.25, 1e-7);
+    CHECK_NEAR(w[1], 3.0, 1e-7);
+    CHECK_NEAR(c[0], 0.4, 1e-7);
+    CHECK_NEAR(c[1], 0.0, 1e-7);
+    fed_agg_free(a);
+    fed_strategy_free(s);
+
+    /* corrected gradient g + c − c_i */
+    float g[2] = {1, 1}, cg[2] = {0.5f, 0}, cl[2] = {0.25f, 1};
+    fed_scaffold_correct_grad(g, cg, cl, 2);
+    CHECK_NEAR(g[0], 1.25, 1e-7);
+    CHECK_NEAR(g[1], 0.0, 1e-7);
+    /* option II: c_i+ = c_i − c + (x − y_i)/(K·lr) = 0.5 − 0.2 + (1 − 0.8)/(4·0.1) = 0.8 */
+    float ci = 0.5f, cgl = 0.2f, x = 1.0f, y = 0.8f, dc;
+    fed_scaffold_update_control(&ci, &dc, &cgl, &x, &y, 1, 4, 0.1);
+    CHECK_NEAR(ci, 0.8, 1e-6);
+    CHECK_NEAR(dc, 0.3, 1e-6);
+}
+
+TEST(strategy_rejects_bad_names_and_options)
+{
+    static const struct {
+        const char *name, *opts;
+        size_t n;
+        int code;
+        const char *msg;
+    } bad[] = {
+        {"fedfoo", NULL, 3, AF_EINVAL, "unknown strategy 'fedfoo'"},
+        {NULL, NULL, 3, AF_EINVAL, "unknown strategy"},
+        {"FedAvg", NULL, 3, AF_EINVAL, "unknown strategy"},
+        {"fedadam", "foo=1", 3, AF_EINVAL, "unknown option 'foo' (fedadam takes eta, beta1"},
+        {"fedadagrad", "beta2=0.9", 3, AF_EINVAL, "unknown option 'beta2'"},
+        {"fedavg", "mu=0.1", 3, AF_EINVAL, "unknown option 'mu'"},
+        {"fedadam", "eta", 3, AF_EINVAL, "needs a value"},
+        {"fedadam", "eta=abc", 3, AF_EINVAL, "eta='abc' is not a number"},
+        {"fedadam", "eta=", 3, AF_EINVAL, "not a number"},
+        {"fedadam", "eta=0.1x", 3, AF_EINVAL, "not a number"},
+        {"fedadam", "eta=-1", 3, AF_ERANGE, "eta=-1 must be > 0"},
+        {"fedadam", "eta=0", 3, AF_ERANGE, "must be > 0"},
+        {"fedadam", "eta=inf", 3, AF_ERANGE, "must be > 0"},
+        {"fedadam", "tau=0", 3, AF_ERANGE, "tau=0 must be > 0"},
+        {"fedadam", "beta1=1", 3, AF_ERANGE, "beta1=1 must be in [0, 1)"},
+        {"fedyogi", "beta2=-0.1", 3, AF_ERANGE, "in [0, 1)"},
+        {"fedavgm", "beta=1.5", 3, AF_ERANGE, "beta=1.5 must be in [0, 1)"},
+        {"fedprox", "mu=-0.1", 3, AF_ERANGE, "mu=-0.1 must be >= 0"},
+        {"fedavg", "eta=1,eta=2", 3, AF_EINVAL, "given twice"},
+        {"scaffold", NULL, 3, AF_EINVAL, "option 'clients' is required"},
+        {"scaffold", "clients=2.5", 3, AF_EINVAL, "not a whole number"},
+        {"scaffold", "clients=0", 3, AF_ERANGE, "clients=0 must be a whole number >= 1"},
+        {"fedavg", NULL, 0, AF_EINVAL, "no parameters"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        fed_strategy *s = (fed_strategy *)1;
+        af_clearerr();
+        int rc = fed_strategy_create(bad[i].name, bad[i].opts, bad[i].n, &s);
+        CHECK_MSG(rc == bad[i].code, "%s '%s': rc %d want %d (%s)", bad[i].name, bad[i].opts, rc,
+                  bad[i].code, af_errmsg());
+        CHECK(s == NULL);
+        CHECK_MSG(strstr(af_errmsg(), bad[i].msg), "%s '%s': '%s' lacks '%s'", bad[i].name,
+                  bad[i].opts, af_errmsg(), bad[i].msg);
+    }
+    /* spaces and empty items are tolerated */
+    fed_strategy *s;
+    CHECK(fed_strategy_create("fedavgm", " eta = 0.5 , beta=0.5,", 3, &s) == 0);
+    CHECK(!strcmp(fed_strategy_name(s), "fedavgm") && fed_strategy_kind_of(s) == FED_FEDAVGM);
+    CHECK_EQ_INT(fed_strategy_n_params(s), 3);
+    fed_strategy_free(s);
+    fed_strategy_free(NULL);
+    fed_agg_free(NULL);
+}
+
+TEST(strategy_refuses_bad_updates_and_folds_nothing)
+{
+    fed_strategy *s;
+    fed_agg *a;
+    CHECK(fed_strategy_create("fedavg", NULL, 3, &s) == 0);
+    CHECK(fed_agg_create(s, &a) == 0);
+    float w[3] = {1, 2, 3};
+    CHECK(fed_strategy_apply(s, a, w) == AF_ESTATE); /* empty round changes nothing */
+    CHECK(w[0] == 1 && w[1] == 2 && w[2] == 3);
+    float nan_d[3] = {0.5f, NAN, 1.0f}, inf_d[3] = {0.5f, 1.0f, -INFINITY};
+    CHECK(fed_agg_add(a, nan_d, 1, NULL) == AF_EINVAL);
+    CHECK_MSG(strstr(af_errmsg(), "delta[1] is NaN"), "%s", af_errmsg());
+    CHECK(fed_agg_add(a, inf_d, 1, NULL) == AF_EINVAL);
+    CHECK(strstr(af_errmsg(), "delta[2] is infinite"));
+    CHECK(fed_agg_add(a, DA, 0, NULL) == AF_EINVAL);
+    CHECK(fed_agg_add(a, DA, -1, NULL) == AF_EINVAL);
+    CHECK(fed_agg_add(a, DA, NAN, NULL) == AF_EINVAL);
+    CHECK(fed_agg_add(a, DA, INFINITY, NULL) == AF_EINVAL);
+    CHECK(fed_agg_add(a, NULL, 1, NULL) == AF_EINVAL);
+    float huge[3] = {0, 0, 1e30f};
+    CHECK(fed_agg_add(a, huge, 1, NULL) == AF_ERANGE);
+    CHECK_EQ_INT(fed_agg_count(a), 0);
+    CHECK_NEAR(fed_agg_weight(a), 0, 0);
+    /* the refused updates left no trace: one good update gives exactly its own delta */
+    CHECK(fed_agg_add(a, DB, 3, NULL) == 0);
+    CHECK(fed_strategy_apply(s, a, w) == 0);
+    float want[3] = {1.3f, 2.2f, 3.5f};
+    CHECK_ALLCLOSE(w, want, 3, 0, 1e-6);
+
+    /* shapes must agree */
+    fed_strategy *s4, *adam;
+    fed_agg *a4, *aa;
+    CHECK(fed_strategy_create("fedavg", NULL, 4, &s4) == 0 && fed_agg_create(s4, &a4) == 0);
+    CHECK(fed_strategy_create("fedadam", NULL, 3, &adam) == 0 && fed_agg_create(adam, &aa) == 0);
+    CHECK(fed_agg_merge(a, a4) == AF_ESHAPE);
+    CHECK(fed_agg_merge(a, aa) == AF_ESHAPE);
+    CHECK(fed_strategy_apply(s4, a, w) == AF_ESHAPE);
+    CHECK(fed_strategy_apply(adam, a, w) == AF_ESHAPE);
+
+    /* scaffold: a bad delta_c is refused too */
+    fed_strategy *sc;
+    fed_agg *ac;
+    CHECK(fed_strategy_create("scaffold", "clients=4", 3, &sc) == 0 && fed_agg_create(sc, &ac) == 0);
+    fed_extra ex = {.delta_c = nan_d};
+    CHECK(fed_agg_add(ac, DA, 1, &ex) == AF_EINVAL);
+    CHECK_EQ_INT(fed_agg_count(ac), 0);
+
+    fed_agg_free(a);
+    fed_agg_free(a4);
+    fed_agg_free(aa);
+    fed_agg_free(ac);
+    fed_strategy_free(s);
+    fed_strategy_free(s4);
+    fed_strategy_free(adam);
+    fed_strategy_free(sc);
+}
