@@ -14,6 +14,7 @@
 #include "core/fileio.h"
 #include "core/timer.h"
 #include "nn/checkpoint.h"
+#include "cli/report.h"
 
 #define MAX_EPOCHS 1000
 
@@ -179,6 +180,29 @@ static int run_train(const char *cmd, const run_cfg *c, const data_dataset *tr,
             wrc = af_write_file_atomic(buf, b2, &json_n, 1);
         free(csv);
         free(json);
+        /* report.html: loss and accuracy curves, the final confusion matrix */
+        double ex[MAX_EPOCHS], l1[MAX_EPOCHS], l2[MAX_EPOCHS], a1[MAX_EPOCHS], a2[MAX_EPOCHS];
+        for (int i = 0; i < res->n_epochs; i++) {
+            ex[i] = res->rows[i].epoch;
+            l1[i] = res->rows[i].loss;
+            l2[i] = res->rows[i].test_loss;
+            a1[i] = res->rows[i].accuracy;
+            a2[i] = res->rows[i].test_accuracy;
+        }
+        report_chart ch[2] = {
+            {.title = "Loss", .x_label = "epoch", .y_label = "cross-entropy", .n = res->n_epochs,
+             .x = ex, .n_series = 2, .names = {"train", "test"}, .y = {l1, l2}},
+            {.title = "Accuracy", .x_label = "epoch", .y_label = "accuracy", .n = res->n_epochs,
+             .x = ex, .n_series = 2, .names = {"train", "test"}, .y = {a1, a2}},
+        };
+        char s_mom[32], s_thr[16];
+        snprintf(s_mom, sizeof s_mom, "%g", c->momentum);
+        snprintf(s_thr, sizeof s_thr, "%d", c->threads);
+        const char *rk[] = {"model", "dataset", "optimizer", "lr", "momentum", "batch", "epochs", "threads", "seed", "test accuracy"};
+        const char *rv[] = {m->name, tr->schema.name, c->opt, s_lr, s_mom, s_b, s_ep, s_thr, s_seed, s_acc};
+        snprintf(path, sizeof path, "%s/report.html", out_dir);
+        if (!wrc)
+            wrc = report_write_html(path, "Artificien training run", rk, rv, 10, ch, 2, &res->ev, &te->schema);
         if (wrc) {
             rc = cli_fail(cmd, "%s", af_errmsg());
             goto done;
@@ -256,7 +280,7 @@ int cmd_train(int argc, char **argv)
             printf("\ntest set evaluation after %d epochs:\n", res->n_epochs);
             cli_print_eval(stdout, &res->ev, &te->schema);
             if (out)
-                printf("\nwrote %s/model.safetensors, %s/metrics.csv, %s/metrics.json\n", out, out, out);
+                printf("\nwrote %s/model.safetensors, metrics.csv, metrics.json, report.html\n", out);
         }
         if (json) {
             printf("{\"test_accuracy\": %.6f, \"test_loss\": %.6f, \"epochs\": [", res->ev.accuracy,
