@@ -12,26 +12,50 @@ CC       ?= cc
 ARCH     ?= -march=native
 OPT      ?= -O3
 CFLAGS   ?= $(OPT) $(ARCH) -g
-CFLAGS   += -std=c11 -Wall -Wextra -Wno-unused-parameter -fno-strict-aliasing -pthread
+override CFLAGS += -std=c11 -Wall -Wextra -Wno-unused-parameter -fno-strict-aliasing -pthread
 CPPFLAGS += -Isrc -Iinclude -D_GNU_SOURCE
-PKGS     := libcjson zlib
+PKGS     := libcjson zlib libsodium libcurl sqlite3 libmicrohttpd
 CPPFLAGS += $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-LDLIBS   += $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -lcjson -lz) -lblis -lm -pthread
+LDLIBS   += $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -lcjson -lz -lsodium -lcurl -lsqlite3 -lmicrohttpd) -lblis -lm -pthread
+
+# MPI: when Open MPI's mpicc is on PATH, the one `artificien` binary (and the test runner, which
+# links the same library) is built with MPI; sim/sim.c and cli/cmd_sim.c get -DAF_HAVE_MPI.
+# Without mpirun the binary still runs as one process (MPI_Init only under a launcher).
+# Without mpicc everything builds as before, single-process. The flags are recorded in
+# $(BUILD)/mpi.flags so installing or removing Open MPI rebuilds the two objects.
+MPICC := $(shell command -v mpicc 2>/dev/null)
+ifneq ($(MPICC),)
+MPI_CPPFLAGS := -DAF_HAVE_MPI $(shell $(MPICC) --showme:compile 2>/dev/null)
+MPI_LDLIBS   := $(shell $(MPICC) --showme:link 2>/dev/null)
+endif
+MPI_OBJ := $(BUILD)/src/sim/sim.o $(BUILD)/src/cli/cmd_sim.o
+$(MPI_OBJ): CPPFLAGS += $(MPI_CPPFLAGS)
+$(MPI_OBJ): $(BUILD)/mpi.flags
+LDLIBS += $(MPI_LDLIBS)
 
 ENGINE_DIRS := core tensor nn data train fed sim
 ENGINE_SRC  := $(foreach d,$(ENGINE_DIRS),$(wildcard src/$(d)/*.c))
 CLI_SRC     := $(wildcard src/cli/*.c)
+# The coordinator's layers (SQLite, libmicrohttpd): in the binary and the tests, never in the
+# device library.
+SERVER_DIRS := store server
+SERVER_OBJ  := $(foreach d,$(SERVER_DIRS),$(patsubst %.c,$(BUILD)/%.o,$(wildcard src/$(d)/*.c)))
 TEST_SRC    := $(wildcard tests/*.c tests/*/*.c)
 
 ENGINE_OBJ := $(ENGINE_SRC:%.c=$(BUILD)/%.o)
 CLI_OBJ    := $(CLI_SRC:%.c=$(BUILD)/%.o)
 TEST_OBJ   := $(TEST_SRC:%.c=$(BUILD)/%.o)
 
+# The device library: src/client over the engine layers a device needs (never store, server,
+# sim or cli: no SQLite, no libmicrohttpd, no MPI). The binary and the tests link src/client too.
+CLIENT_OBJ     := $(patsubst %.c,$(BUILD)/%.o,$(wildcard src/client/*.c))
+CLIENT_LIB_OBJ := $(CLIENT_OBJ) $(foreach d,core tensor nn data train fed,$(patsubst %.c,$(BUILD)/%.o,$(wildcard src/$(d)/*.c)))
+
 BIN   := $(BUILD)/artificien
 TESTS := $(BUILD)/run_tests
 
-.PHONY: all demo test asan bench clean deps check
-all: $(BIN) $(TESTS)
+.PHONY: all demo test asan bench clean deps check FORCE
+all: $(BIN) $(TESTS) $(BUILD)/libartificien-client.a $(BUILD)/bench-load
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -41,18 +65,34 @@ $(BUILD)/libartificien.a: $(ENGINE_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(BIN): $(CLI_OBJ) $(BUILD)/libartificien.a
+$(BUILD)/libartificien-client.a: $(CLIENT_LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/libartificien-server.a: $(SERVER_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BIN): $(CLI_OBJ) $(CLIENT_OBJ) $(BUILD)/libartificien-server.a $(BUILD)/libartificien.a
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
-$(TESTS): $(TEST_OBJ) $(BUILD)/libartificien.a
+$(TESTS): $(TEST_OBJ) $(CLIENT_OBJ) $(BUILD)/libartificien-server.a $(BUILD)/libartificien.a
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/bench-load: $(BUILD)/bench/load.o $(CLIENT_OBJ) $(BUILD)/libartificien.a
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+FORCE:
+$(BUILD)/mpi.flags: FORCE
+	@mkdir -p $(dir $@)
+	@echo '$(MPI_CPPFLAGS) | $(MPI_LDLIBS)' | cmp -s - $@ || echo '$(MPI_CPPFLAGS) | $(MPI_LDLIBS)' > $@
 
 deps:
 	@tools/install-deps.sh
 
 demo: deps
 	@$(MAKE) --no-print-directory $(BIN)
-	$(BIN) train --data fashion-mnist --epochs 2 --batch 100 --opt adam --lr 0.01 --seed 1 --out $(BUILD)/demo-run
+	@tools/demo.sh $(BUILD)
 
 # The suite: C unit tests (one runner), then the command-line tests; one closing count line.
 test: deps
@@ -75,4 +115,4 @@ bench: deps
 clean:
 	rm -rf build build-asan
 
--include $(ENGINE_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_OBJ:.o=.d)
+-include $(ENGINE_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(CLIENT_OBJ:.o=.d) $(SERVER_OBJ:.o=.d)

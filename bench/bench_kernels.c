@@ -53,20 +53,20 @@ typedef struct bench_ctx {
     tn_convpool *c1, *c2;
     float *x, *w1, *b1, *y1, *w2, *b2, *y2, *f1w, *f1b, *h1, *f2w, *f2b, *h2, *ow, *ob, *z;
     float *dz, *dh2, *dh1, *dy2, *dy1, *g1w, *g1b, *g2w, *g2b, *gf1w, *gf1b, *gf2w, *gf2b;
-    float *gow, *gob, *s1, *s2;
+    float *gow, *gob, *s1, *s2, *wt;
     uint16_t *m1, *m2;
     uint8_t *lab;
 } bench_ctx;
 
-enum { K_CONV1_F, K_CONV2_F, K_FC1_F, K_FC2_F, K_OUT_F, K_XENT, K_OUT_B, K_FC2_B, K_FC1_B,
+enum { K_CONV1_F, K_CONV2_F, K_FC1_F, K_FC2_F, K_OUT_F, K_FC_FT, K_XENT, K_OUT_B, K_FC2_B, K_FC1_B,
        K_CONV2_B, K_CONV1_B, K_N };
 static const char *const knames[K_N] = {
-    "conv1+relu+pool fwd", "conv2+relu+pool fwd", "fc1+relu fwd", "fc2+relu fwd", "out fwd",
-    "softmax xent", "out bwd", "fc2 bwd (+relu)", "fc1 bwd (+relu)", "conv2 bwd (dW,dx)",
+    "conv1+relu+pool fwd", "conv2+relu+pool fwd", "fc1+relu fwd (w)", "fc2+relu fwd (w)",
+    "out fwd (w)", "fc1,fc2,out fwd (w^T)", "softmax xent", "out bwd", "fc2 bwd (+relu)", "fc1 bwd (+relu)", "conv2 bwd (dW,dx)",
     "conv1 bwd (dW)"};
 /* FLOPs per image counted as 2·MACs of the dense computation (pooling sparsity ignored) */
-static const double kflops[K_N] = {172800, 230400, 46080, 14400, 1200, 0, 2400, 28800, 92160,
-                                   460800, 172800};
+static const double kflops[K_N] = {172800, 230400, 46080, 14400, 1200, 61680, 0, 2400, 28800,
+                                   92160, 460800, 172800};
 
 static void run_kernel(bench_ctx *c, int k)
 {
@@ -77,6 +77,14 @@ static void run_kernel(bench_ctx *c, int k)
     case K_FC1_F: tn_dense_forward(b, 192, 120, c->y2, c->f1w, c->f1b, 1, c->h1); break;
     case K_FC2_F: tn_dense_forward(b, 120, 60, c->h1, c->f2w, c->f2b, 1, c->h2); break;
     case K_OUT_F: tn_dense_forward(b, 60, 10, c->h2, c->ow, c->ob, 0, c->z); break;
+    case K_FC_FT: /* the model's form from batch 8 on: transpose each weight, then lanes = out */
+        tn_transpose(120, 192, c->f1w, c->wt);
+        tn_dense_forward_t(b, 192, 120, c->y2, c->wt, c->f1b, 1, c->h1);
+        tn_transpose(60, 120, c->f2w, c->wt);
+        tn_dense_forward_t(b, 120, 60, c->h1, c->wt, c->f2b, 1, c->h2);
+        tn_transpose(10, 60, c->ow, c->wt);
+        tn_dense_forward_t(b, 60, 10, c->h2, c->wt, c->ob, 0, c->z);
+        break;
     case K_XENT: tn_softmax_xent(b, 10, c->z, c->lab, 1.0f / b, c->dz, NULL); break;
     case K_OUT_B: tn_dense_backward(b, 60, 10, c->h2, c->ow, c->dz, c->dh2, 1, c->gow, c->gob); break;
     case K_FC2_B: tn_dense_backward(b, 120, 60, c->h1, c->f2w, c->dh2, c->dh1, 1, c->gf2w, c->gf2b); break;
@@ -118,13 +126,15 @@ static void bench_kernels(int b, int reps, af_rng *g)
     c.m1 = af_alloc(2 * (size_t)b * tn_convpool_mask_n(c.c1));
     c.m2 = af_alloc(2 * (size_t)b * tn_convpool_mask_n(c.c2));
     c.lab = af_alloc((size_t)b);
+    c.wt = af_alloc(sizeof(float) * 23040);
     for (int i = 0; i < b; i++)
         c.lab[i] = (uint8_t)(af_rng_u32(g) % 10);
     for (int k = 0; k < K_N; k++) /* warm up, and realistic activations for the next kernels */
         run_kernel(&c, k);
     printf("\nkernels at batch %d (best of 5 × %d calls, thread CPU time)\n", b, reps);
-    printf("  %-22s %10s %10s %9s\n", "kernel", "us/call", "ns/image", "GFLOP/s");
+    printf("  %-24s %10s %10s %9s\n", "kernel", "us/call", "ns/image", "GFLOP/s");
     double tot = 0, totf = 0;
+    const int fc_t = b >= 8; /* which fc forward form the model uses at this batch */
     for (int k = 0; k < K_N; k++) {
         double best = 1e30;
         for (int r = 0; r < 5; r++) {
@@ -134,12 +144,15 @@ static void bench_kernels(int b, int reps, af_rng *g)
             double t = (cpu_now() - t0) / reps;
             best = t < best ? t : best;
         }
-        tot += best;
-        totf += kflops[k] * b;
-        printf("  %-22s %10.2f %10.1f %9.1f\n", knames[k], best * 1e6, best * 1e9 / b,
-               kflops[k] ? kflops[k] * b / best / 1e9 : 0.0);
+        const int counted = fc_t ? (k < K_FC1_F || k > K_OUT_F) : k != K_FC_FT;
+        if (counted) {
+            tot += best;
+            totf += kflops[k] * b;
+        }
+        printf("  %-24s %10.2f %10.1f %9.1f%s\n", knames[k], best * 1e6, best * 1e9 / b,
+               kflops[k] ? kflops[k] * b / best / 1e9 : 0.0, counted ? "" : "   (not in total)");
     }
-    printf("  %-22s %10.2f %10.1f %9.1f   (%.0f img/s without the optimizer)\n", "total", tot * 1e6,
+    printf("  %-24s %10.2f %10.1f %9.1f   (%.0f img/s without the optimizer)\n", "total", tot * 1e6,
            tot * 1e9 / b, totf / tot / 1e9, b / tot);
     tn_convpool_free(c.c1);
     tn_convpool_free(c.c2);
@@ -149,7 +162,7 @@ static void bench_kernels(int b, int reps, af_rng *g)
                      &c.gf2b, &c.gow, &c.gob, &c.s1, &c.s2};
     for (size_t i = 0; i < sizeof all / sizeof *all; i++)
         af_free(*all[i]);
-    af_free(c.m1), af_free(c.m2), af_free(c.lab);
+    af_free(c.m1), af_free(c.m2), af_free(c.lab), af_free(c.wt);
 }
 
 static void bench_sgemm(void)
@@ -247,6 +260,39 @@ static void bench_model(const data_dataset *te, int reps)
     nn_model_free(m);
 }
 
+/* train_step images/s on 1 and 2 threads (wall clock, best of reps runs of `steps` steps:
+ * a shared machine only ever makes a run slower). */
+static void bench_threads(const data_dataset *te, int reps)
+{
+    nn_model *m;
+    if (nn_model_from_file("models/fashion_cnn.json", NULL, &m))
+        return;
+    nn_model_init(m, 1);
+    static const int batches[] = {100, 10};
+    for (int bi = 0; bi < 2; bi++)
+        for (int threads = 1; threads <= 2; threads++) {
+            const int b = batches[bi], steps = b == 100 ? 300 : 2000;
+            nn_optim_cfg oc = nn_optim_defaults(NN_OPT_ADAM);
+            train_ctx *t;
+            if (train_create(m, &oc, b, threads, &t))
+                return;
+            double best = 1e30;
+            for (int r = 0; r < reps; r++) {
+                double w0 = wall_now();
+                for (int s = 0; s < steps; s++) {
+                    const size_t o = (size_t)(s * b % (int)(te->n - b));
+                    train_step(t, te->x + o * te->sample_size, te->y + o, b, (uint64_t)s, NULL, NULL);
+                }
+                double w = wall_now() - w0;
+                best = w < best ? w : best;
+            }
+            printf("train_step batch %3d, %d thread%s: %.0f img/s (wall, best of %d)\n", b,
+                   threads, threads > 1 ? "s" : " ", (double)steps * b / best, reps);
+            train_free(t);
+        }
+    nn_model_free(m);
+}
+
 int main(int argc, char **argv)
 {
     int only_sgemm = argc > 1 && strcmp(argv[1], "--sgemm") == 0;
@@ -263,6 +309,7 @@ int main(int argc, char **argv)
         return 0;
     }
     bench_model(te, 5);
+    bench_threads(te, 5);
     data_dataset_free(te);
     return 0;
 }

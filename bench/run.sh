@@ -34,4 +34,5 @@ fi
 
 python3 bench/report.py "$OUT"
 [ -f bench/fed.sh ] && sh bench/fed.sh "$BUILD"
+[ -f bench/load.sh ] && sh bench/load.sh "$BUILD"
 exit 0

@@ -3,7 +3,7 @@
 # As root with apt-get: `apt-get update` then `apt-get install -y --no-install-recommends …`.
 # Otherwise prints the exact command to run and fails, so nothing half-works.
 set -eu
-PKGS="gcc make libc6-dev pkg-config libblis-dev libcjson-dev zlib1g-dev dataset-fashion-mnist python3"
+PKGS="gcc make libc6-dev pkg-config libblis-dev libcjson-dev zlib1g-dev libsodium-dev dataset-fashion-mnist python3 libcurl4-openssl-dev libsqlite3-dev libmicrohttpd-dev openssl curl libopenmpi-dev openmpi-bin"
 missing=""
 for p in $PKGS; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then

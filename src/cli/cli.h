@@ -16,6 +16,11 @@ int cmd_inspect(int argc, char **argv);
 int cmd_sweep(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_sim(int argc, char **argv);
+int cmd_privacy(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
+int cmd_worker(int argc, char **argv);
+int cmd_project(int argc, char **argv);
+int cmd_admin(int argc, char **argv);
 
 /* "artificien CMD: message" on stderr; returns 1 (the exit status for errors). */
 int cli_fail(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

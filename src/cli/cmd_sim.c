@@ -66,6 +66,14 @@ int cmd_sim(int argc, char **argv)
         {"eval-every", ARG_INT, &c.eval_every, "evaluate every K rounds (default 1; 0 = last only)"},
         {"threads", ARG_INT, &c.threads, "threads (default 1)"},
         {"seed", ARG_U64, &c.seed, "seed (default 1)"},
+        {"dp-clip", ARG_FLOAT, &c.dp_clip, "DP-FedAvg: clip each device's delta to L2 norm S (0 = no DP)"},
+        {"dp-noise", ARG_FLOAT, &c.dp_noise, "DP-FedAvg: noise multiplier z (noise std z*S on the sum)"},
+        {"dp-adaptive-quantile", ARG_FLOAT, &c.dp_adaptive_quantile, "adaptive clipping: target quantile of the norms (0 = fixed S)"},
+        {"dp-target-epsilon", ARG_FLOAT, &c.dp_target_epsilon, "stop before the round that would exceed this epsilon"},
+        {"dp-delta", ARG_FLOAT, &c.dp_delta, "delta of the reported epsilon (default min(1e-5, 0.1/clients))"},
+        {"secagg", ARG_FLAG, &c.secagg, "secure aggregation (Bonawitz et al. 2017) of each round's updates"},
+        {"secagg-threshold", ARG_INT, &c.secagg_threshold, "secure aggregation threshold t (default ceil(2/3 of per round))"},
+        {"secagg-range", ARG_FLOAT, &c.secagg_range, "secagg without DP: bound on |delta| per value for fixed point (default 1)"},
         {"out", ARG_STR, &out, "RUN_DIR for rounds.csv, partition.csv, balance.json, model, config"},
         {"quiet", ARG_FLAG, &quiet, "no progress lines"},
         {"json", ARG_FLAG, &json, "print a JSON summary as the last line of stdout"},
@@ -124,11 +132,26 @@ int cmd_sim(int argc, char **argv)
                 c.clients, c.partition, sim_partition(s)->n_devices ? (c.per_round ? c.per_round : (int)lround(c.frac * c.clients)) : 0,
                 c.rounds, c.strategy, c.threads, c.threads > 1 ? "s" : "",
                 mpi ? ", MPI" : "");
+    if (lead && !quiet && (c.dp_clip > 0 || c.secagg))
+        fprintf(stderr, "privacy:%s%s\n", c.dp_clip > 0 ? " DP-FedAvg (clip, noise, epsilon per round)" : "",
+                c.secagg ? " secure aggregation (masked updates, dropouts unmasked)" : "");
     double t0 = af_now(), run_s = 0;
+    int n_run = 0;
     for (int i = 1; i <= c.rounds; i++) {
         sim_round *R = &rounds[i - 1];
+        double eps_next;
+        if (!sim_budget_allows(s, &eps_next)) {
+            if (lead && !quiet)
+                fprintf(stderr, "privacy budget: stopping before round %d (epsilon would reach %.4f > target %g)\n",
+                        i, eps_next, c.dp_target_epsilon);
+            break;
+        }
         if (sim_run_round(s, i, R)) {
             rc = cli_fail("sim", "round %d: %s", i, af_errmsg());
+#ifdef AF_HAVE_MPI
+            if (size > 1) /* the other ranks would wait forever in the round's reduction */
+                MPI_Abort(MPI_COMM_WORLD, 1);
+#endif
             goto done;
         }
         run_s = af_now() - t0;
@@ -139,9 +162,22 @@ int cmd_sim(int argc, char **argv)
             if (isfinite(R->test_accuracy))
                 fprintf(stderr, ", acc %.4f, loss %.4f, device acc mean %.3f p10 %.3f min %.3f",
                         R->test_accuracy, R->test_loss, R->dev_acc_mean, R->dev_acc_p10, R->dev_acc_min);
+            if (!isnan(R->epsilon))
+                fprintf(stderr, ", epsilon %.4f", R->epsilon);
+            if (c.dp_adaptive_quantile > 0)
+                fprintf(stderr, ", clip %.4g", R->dp_clip);
+            if (R->secagg_abandoned)
+                fprintf(stderr, ", secagg abandoned (fewer than t survivors)");
             fprintf(stderr, ", train loss %.4f, %.2fs, ETA %.1fs\n", R->train_loss, R->seconds, eta);
         }
+        n_run = i;
     }
+    if (n_run == 0) {
+        rc = cli_fail("sim", "--dp-target-epsilon %g allows no round at all (see artificien privacy)",
+                      c.dp_target_epsilon);
+        goto done;
+    }
+    c.rounds = n_run; /* the outputs describe the rounds that ran (fewer if the budget stopped it) */
     if (lead && out) {
         char path[4096];
         if (af_mkdir_p(out)) {
@@ -156,7 +192,7 @@ int cmd_sim(int argc, char **argv)
             goto done;
         }
         fprintf(f, "round,selected,reported,dropped,train_loss,test_loss,test_accuracy,"
-                   "device_acc_mean,device_acc_p10,device_acc_min,seconds,sim_seconds,bytes_down,bytes_up\n");
+                   "device_acc_mean,device_acc_p10,device_acc_min,seconds,sim_seconds,bytes_down,bytes_up,epsilon\n");
         for (int i = 0; i < c.rounds; i++) {
             const sim_round *R = &rounds[i];
             fprintf(f, "%d,%d,%d,%d,", R->round, R->selected, R->reported, R->dropped);
@@ -171,8 +207,10 @@ int cmd_sim(int argc, char **argv)
             csv_num(f, R->dev_acc_p10);
             fputc(',', f);
             csv_num(f, R->dev_acc_min);
-            fprintf(f, ",%.4f,%.3f,%llu,%llu\n", R->seconds, R->sim_seconds,
+            fprintf(f, ",%.4f,%.3f,%llu,%llu,", R->seconds, R->sim_seconds,
                     (unsigned long long)R->bytes_down, (unsigned long long)R->bytes_up);
+            csv_num(f, R->epsilon);
+            fputc('\n', f);
         }
         fclose(f);
         snprintf(path, sizeof path, "%s/rounds.csv", out);
@@ -212,12 +250,16 @@ int cmd_sim(int argc, char **argv)
                    "  \"momentum\": %g,\n  \"weight_decay\": %g,\n  \"partition\": \"%s\",\n  \"heldout\": %g,\n"
                    "  \"strategy\": \"%s\",\n  \"strategy_opts\": \"%s\",\n  \"dropout\": %g,\n"
                    "  \"speed_sigma\": %g,\n  \"device_rate\": %g,\n  \"deadline\": %g,\n  \"eval_every\": %d,\n"
-                   "  \"threads\": %d,\n  \"mpi_ranks\": %d,\n  \"seed\": %llu\n}\n",
+                   "  \"threads\": %d,\n  \"mpi_ranks\": %d,\n  \"seed\": %llu,\n  \"dp_clip\": %g,\n"
+                   "  \"dp_noise\": %g,\n  \"dp_adaptive_quantile\": %g,\n  \"dp_target_epsilon\": %g,\n"
+                   "  \"dp_delta\": %g,\n  \"secagg\": %s,\n  \"secagg_threshold\": %d,\n  \"secagg_range\": %g\n}\n",
                 sim_model(s)->spec_json, init ? "\"" : "", init ? init : "null", init ? "\"" : "", data,
                 limit, c.clients, c.frac, c.per_round, c.rounds, c.local_epochs, c.batch, opt,
                 (double)c.opt.lr, momentum, wd, c.partition, c.heldout_frac, c.strategy,
                 c.strategy_opts ? c.strategy_opts : "", c.dropout, c.speed_sigma, c.device_rate,
-                c.deadline, c.eval_every, c.threads, size, (unsigned long long)c.seed);
+                c.deadline, c.eval_every, c.threads, size, (unsigned long long)c.seed, c.dp_clip, c.dp_noise,
+                c.dp_adaptive_quantile, c.dp_target_epsilon, c.dp_delta, c.secagg ? "true" : "false",
+                c.secagg_threshold, c.secagg_range);
         fclose(f);
         snprintf(path, sizeof path, "%s/config.json", out);
         b[0] = buf;
@@ -245,6 +287,8 @@ int cmd_sim(int argc, char **argv)
             json_num(stdout, R->dev_acc_p10);
             printf(", \"device_acc_min\": ");
             json_num(stdout, R->dev_acc_min);
+            printf(", \"epsilon\": ");
+            json_num(stdout, R->epsilon);
             printf(", \"reported\": %d, \"dropped\": %d, \"seconds\": %.4f}", R->reported, R->dropped, R->seconds);
         }
         printf("], \"final_accuracy\": ");

@@ -26,6 +26,7 @@ typedef struct run_cfg {
     int nesterov;
     uint64_t seed;
     int max_steps;
+    int cosine;           /* cosine learning-rate decay over the epochs */
     int quiet;
     const char *run_name; /* "run1" */
 } run_cfg;
@@ -88,6 +89,8 @@ static int run_train(const char *cmd, const run_cfg *c, const data_dataset *tr,
         char label[96];
         snprintf(label, sizeof label, "%s%sepoch %d/%d", c->run_name ? c->run_name : "",
                  c->run_name ? " " : "", ep, c->epochs);
+        if (c->cosine) /* lr_e = lr/2 (1 + cos(pi (e-1) / E)), one value per epoch */
+            train_optim(t)->cfg.lr = (float)(c->lr * 0.5 * (1.0 + cos(M_PI * (ep - 1) / c->epochs)));
         cli_progress pg;
         cli_progress_init(&pg, label, c->batch, c->quiet);
         train_epoch_stats st;
@@ -150,23 +153,25 @@ static int run_train(const char *cmd, const run_cfg *c, const data_dataset *tr,
             goto done;
         }
         fprintf(fc, "run,epoch,loss,accuracy,test_loss,test_accuracy,epoch_seconds,run_seconds,"
-                    "images_per_sec,lr,batch,epochs,optimizer,momentum,nesterov,weight_decay,threads,seed,model\n");
+                    "images_per_sec,lr,batch,epochs,optimizer,momentum,nesterov,weight_decay,lr_schedule,threads,seed,model\n");
         fprintf(fj, "[\n");
         for (int i = 0; i < res->n_epochs; i++) {
             const epoch_row *r = &res->rows[i];
             const char *run = c->run_name ? c->run_name : "run1";
-            fprintf(fc, "%s,%d,%.6f,%.6f,%.6f,%.6f,%.4f,%.4f,%.1f,%g,%d,%d,%s,%g,%d,%g,%d,%llu,%s\n", run,
+            fprintf(fc, "%s,%d,%.6f,%.6f,%.6f,%.6f,%.4f,%.4f,%.1f,%g,%d,%d,%s,%g,%d,%g,%s,%d,%llu,%s\n", run,
                     r->epoch, r->loss, r->accuracy, r->test_loss, r->test_accuracy, r->seconds,
                     r->run_seconds, r->ips, c->lr, c->batch, c->epochs, c->opt, c->momentum,
-                    c->nesterov, c->wd, c->threads, (unsigned long long)c->seed, m->name);
+                    c->nesterov, c->wd, c->cosine ? "cosine" : "constant", c->threads,
+                    (unsigned long long)c->seed, m->name);
             fprintf(fj, "  {\"run\": \"%s\", \"epoch\": %d, \"loss\": %.6f, \"accuracy\": %.6f, "
                         "\"test_loss\": %.6f, \"test_accuracy\": %.6f, \"epoch_seconds\": %.4f, "
                         "\"run_seconds\": %.4f, \"images_per_sec\": %.1f, \"lr\": %g, \"batch\": %d, "
                         "\"epochs\": %d, \"optimizer\": \"%s\", \"momentum\": %g, \"nesterov\": %s, "
-                        "\"weight_decay\": %g, \"threads\": %d, \"seed\": %llu, \"model\": \"%s\"}%s\n",
+                        "\"weight_decay\": %g, \"lr_schedule\": \"%s\", \"threads\": %d, \"seed\": %llu, \"model\": \"%s\"}%s\n",
                     run, r->epoch, r->loss, r->accuracy, r->test_loss, r->test_accuracy, r->seconds,
                     r->run_seconds, r->ips, c->lr, c->batch, c->epochs, c->opt, c->momentum,
-                    c->nesterov ? "true" : "false", c->wd, c->threads, (unsigned long long)c->seed,
+                    c->nesterov ? "true" : "false", c->wd, c->cosine ? "cosine" : "constant", c->threads,
+                    (unsigned long long)c->seed,
                     m->name, i + 1 < res->n_epochs ? "," : "");
         }
         fprintf(fj, "]\n");
@@ -231,6 +236,7 @@ int cmd_train(int argc, char **argv)
 {
     const char *data = "fashion-mnist", *out = NULL, *spec = NULL, *opt = "adam";
     int epochs = 5, batch = 100, threads = 1, json = 0, nesterov = 0, quiet = 0, limit = 0, max_steps = 0;
+    const char *schedule = "constant";
     double lr = NAN, momentum = NAN, wd = 0.0;
     uint64_t seed = 1;
     const arg_opt opts[] = {
@@ -243,6 +249,7 @@ int cmd_train(int argc, char **argv)
         {"momentum", ARG_FLOAT, &momentum, "SGD momentum (default 0.9 for sgd)"},
         {"nesterov", ARG_FLAG, &nesterov, "SGD with Nesterov momentum"},
         {"weight-decay", ARG_FLOAT, &wd, "L2 weight decay (default 0)"},
+        {"lr-schedule", ARG_STR, &schedule, "constant or cosine (decay to 0 over the epochs)"},
         {"threads", ARG_INT, &threads, "threads (default 1)"},
         {"seed", ARG_U64, &seed, "random seed for init and shuffling (default 1)"},
         {"out", ARG_STR, &out, "RUN_DIR for model.safetensors, metrics.csv, metrics.json"},
@@ -260,11 +267,14 @@ int cmd_train(int argc, char **argv)
         return cli_fail("train", "--threads must be in [1, 64], got %d", threads);
     if (limit < 0 || max_steps < 0)
         return cli_fail("train", "--limit and --max-steps must be >= 0");
-    int is_sgd = strcmp(opt, "sgd") == 0;
+    int is_sgd = strcmp(opt, "sgd") == 0, cosine = strcmp(schedule, "cosine") == 0;
+    if (!cosine && strcmp(schedule, "constant") != 0)
+        return cli_fail("train", "--lr-schedule must be constant or cosine, got '%s'", schedule);
     run_cfg c = {.spec = spec ? spec : cli_default_spec(), .epochs = epochs, .batch = batch,
                  .threads = threads, .opt = opt, .lr = isnan(lr) ? 0.01 : lr,
                  .momentum = isnan(momentum) ? (is_sgd ? 0.9 : 0.0) : momentum, .wd = wd,
-                 .nesterov = nesterov, .seed = seed, .max_steps = max_steps, .quiet = quiet};
+                 .nesterov = nesterov, .seed = seed, .max_steps = max_steps, .cosine = cosine,
+                 .quiet = quiet};
     data_dataset *tr, *te;
     if (load_data("train", data, (size_t)limit, &tr, &te))
         return 1;

@@ -15,6 +15,11 @@ static const struct {
     {"inspect", cmd_inspect, "show a spec or checkpoint: layers, output shapes, parameters"},
     {"sweep", cmd_sweep, "train every combination of hyperparameter lists, rank the runs"},
     {"sim", cmd_sim, "simulate federated learning over many devices with skewed data"},
+    {"privacy", cmd_privacy, "differential privacy: epsilon of a DP-FedAvg run, or the noise a budget needs"},
+    {"serve", cmd_serve, "run the coordinator: HTTP API, rounds, SQLite (docs/coordinator.md)"},
+    {"worker", cmd_worker, "a device process: holds a data shard, trains for a coordinator (docs/client.md)"},
+    {"project", cmd_project, "model owner: create a project, watch its rounds, pull the trained model"},
+    {"admin", cmd_admin, "coordinator admin: create owners and enrolment secrets"},
     {"bench", cmd_bench, "measure training and inference images/s and the BLAS GEMM rate"},
 };
 
@@ -38,7 +43,10 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < sizeof cmds / sizeof *cmds; i++)
         if (strcmp(argv[1], cmds[i].name) == 0)
             return cmds[i].fn(argc - 2, argv + 2);
-    fprintf(stderr, "artificien: unknown command '%s'\n", argv[1]);
-    usage(stderr);
+    /* one line, as for every other error: the reason and what would have been valid */
+    fprintf(stderr, "artificien: unknown command '%s' (commands:", argv[1]);
+    for (size_t i = 0; i < sizeof cmds / sizeof *cmds; i++)
+        fprintf(stderr, "%s %s", i ? "," : "", cmds[i].name);
+    fprintf(stderr, "; see artificien --help)\n");
     return 2;
 }

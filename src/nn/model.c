@@ -441,8 +441,10 @@ struct nn_ws {
     float *act[NN_MAX_LAYERS];        /* owned layer outputs (max_batch × out_n) */
     uint32_t *arg[NN_MAX_LAYERS];     /* maxpool argmax (unfused) */
     uint8_t *mask[NN_MAX_LAYERS];     /* dropout masks */
+    float drop_p[NN_MAX_LAYERS];      /* dropout rate the last forward used (0 in eval mode) */
     float *g0, *g1;                   /* gradient ping-pong (max_batch × max act) */
     float *scratch;
+    float *wt;                        /* a dense op's weight, transposed for the forward */
     float *dlogits;
 };
 
@@ -491,10 +493,13 @@ nn_ws *nn_ws_create(const nn_model *m, int max_batch)
         return NULL;
     ws->max_batch = max_batch;
     plan_ops(m, ws);
-    size_t maxn = m->layers[0].in_n, scr = 0;
-    for (int i = 0; i < m->n_layers; i++)
+    size_t maxn = m->layers[0].in_n, scr = 0, wtn = 0;
+    for (int i = 0; i < m->n_layers; i++) {
         if (m->layers[i].out_n > maxn)
             maxn = m->layers[i].out_n;
+        if (m->layers[i].kind == NN_LINEAR && m->layers[i].w_n > wtn)
+            wtn = m->layers[i].w_n;
+    }
     for (int j = 0; j < ws->n_ops; j++) {
         nn_op *op = &ws->ops[j];
         const nn_layer *l = &m->layers[op->last];
@@ -526,8 +531,9 @@ nn_ws *nn_ws_create(const nn_model *m, int max_batch)
     ws->g0 = af_alloc(sizeof(float) * maxn * max_batch);
     ws->g1 = af_alloc(sizeof(float) * maxn * max_batch);
     ws->scratch = af_alloc(sizeof(float) * (scr ? scr : 1));
+    ws->wt = af_alloc(sizeof(float) * (wtn ? wtn : 1));
     ws->dlogits = af_alloc(sizeof(float) * (size_t)max_batch * m->n_classes);
-    if (!ws->g0 || !ws->g1 || !ws->scratch || !ws->dlogits)
+    if (!ws->g0 || !ws->g1 || !ws->scratch || !ws->wt || !ws->dlogits)
         goto fail;
     return ws;
 fail:
@@ -549,6 +555,7 @@ void nn_ws_free(nn_ws *ws)
     af_free(ws->g0);
     af_free(ws->g1);
     af_free(ws->scratch);
+    af_free(ws->wt);
     af_free(ws->dlogits);
     free(ws);
 }
@@ -578,6 +585,8 @@ static void layer_forward(const nn_model *m, nn_ws *ws, int i, const float *in, 
     case NN_LINEAR: /* always a dense op */
         break;
     case NN_DROPOUT:
+        /* eval mode is the identity, and so is its backward */
+        ws->drop_p[i] = train ? l->p : 0.0f;
         if (train && l->p > 0.0f)
             tn_dropout_forward((size_t)b * l->out_n, l->p, in, out, ws->mask[i],
                                seed * 0x9e3779b97f4a7c15ULL + (uint64_t)i);
@@ -604,8 +613,15 @@ const float *nn_forward(const nn_model *m, nn_ws *ws, const float *x, int b, int
             tn_convpool_forward(op->cp, b, in, P + l->w_off, bias, out, op->mask, ws->scratch);
             break;
         case OP_DENSE:
-            tn_dense_forward(b, l->in_features, l->out_features, in, P + l->w_off, bias,
-                             op->relu, out);
+            /* from a few rows on, transposing the weight once beats a dot product per output */
+            if (b >= 8) {
+                tn_transpose(l->out_features, l->in_features, P + l->w_off, ws->wt);
+                tn_dense_forward_t(b, l->in_features, l->out_features, in, ws->wt, bias,
+                                   op->relu, out);
+            } else {
+                tn_dense_forward(b, l->in_features, l->out_features, in, P + l->w_off, bias,
+                                 op->relu, out);
+            }
             break;
         case OP_VIEW:
             out = (float *)in; /* flatten: same floats, new shape; never written through */
@@ -648,7 +664,7 @@ static void layer_backward(const nn_model *m, nn_ws *ws, int i, const float *in,
         break;
     case NN_DROPOUT:
         if (din)
-            tn_dropout_backward((size_t)b * l->out_n, l->p, dout, ws->mask[i], din);
+            tn_dropout_backward((size_t)b * l->out_n, ws->drop_p[i], dout, ws->mask[i], din);
         break;
     case NN_FLATTEN:
     case NN_LINEAR:

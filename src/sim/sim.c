@@ -13,6 +13,7 @@
 #include "core/rng.h"
 #include "core/timer.h"
 #include "fed/strategy.h"
+#include "sim/privacy.h"
 
 #ifdef AF_HAVE_MPI
 #include <mpi.h>
@@ -51,6 +52,7 @@ struct sim {
     nn_model *global;
     fed_strategy *strat;
     fed_agg *agg;
+    sim_privacy *priv; /* DP and secure aggregation (NULL when both are off) */
     int threads;
     af_pool *pool;
     sim_worker w[SIM_MAX_THREADS];
@@ -205,6 +207,15 @@ int sim_create(const sim_cfg *cfg, const nn_model *model, const data_dataset *tr
         rc = af_seterr(AF_ENOMEM, "sim: out of memory");
         goto fail;
     }
+    double max_samples = 0;
+    for (int d = 0; d < cfg->clients; d++) {
+        size_t nt;
+        data_partition_train(s->part, (size_t)d, &nt);
+        max_samples = (double)nt > max_samples ? (double)nt : max_samples;
+    }
+    if ((rc = sim_privacy_create(cfg, fed_strategy_kind_of(s->strat), n, s->per_round, s->threads, s->size,
+                                 max_samples, &s->priv)))
+        goto fail;
     *out = s;
     return 0;
 fail:
@@ -234,6 +245,7 @@ void sim_free(sim *s)
     free(s->c_local);
     af_pool_free(s->pool);
     fed_agg_free(s->agg);
+    sim_privacy_free(s->priv);
     fed_strategy_free(s->strat);
     nn_model_free(s->global);
     data_partition_free(s->part);
@@ -250,6 +262,7 @@ const nn_model *sim_model(const sim *s) { return s->global; }
 const data_partition *sim_partition(const sim *s) { return s->part; }
 int sim_rank(const sim *s) { return s->rank; }
 int sim_size(const sim *s) { return s->size; }
+int sim_budget_allows(const sim *s, double *eps_after) { return sim_privacy_allows(s->priv, eps_after); }
 
 static double device_speed(const sim *s, int d)
 {
@@ -305,7 +318,12 @@ static void train_device(void *ctx, int k, int tid)
         ex.delta_c = w->delta_c;
     }
     ex.tau = fed_nova_tau((double)steps, s->cfg.opt.kind == NN_OPT_SGD ? s->cfg.opt.momentum : 0.0);
-    int rc = fed_agg_add(w->agg, w->delta, (double)nt, &ex);
+    double weight = (double)nt;
+    int sent = 0, rc = 0;
+    if (s->priv) /* DP clipping and noise shares; with secagg the masked update leaves here */
+        rc = sim_privacy_device(s->priv, tid, s->mine[k], d, w->delta, (double)nt, &weight, &sent);
+    if (!rc && !sent)
+        rc = fed_agg_add(w->agg, w->delta, weight, &ex);
     if (rc) {
         /* a diverged device (NaN update) is refused like on a real coordinator */
         sl->status = 3;
@@ -377,6 +395,14 @@ int sim_run_round(sim *s, int r, sim_round *out)
             sl->status = 2;
         else if (sl->device % s->size == s->rank)
             s->mine[s->n_mine++] = i;
+    }
+    if (s->priv) { /* budget check; secure aggregation's key phases among the selected */
+        uint8_t *rep = sim_privacy_reporting(s->priv);
+        for (int i = 0; i < m; i++)
+            rep[i] = s->slots[i].status == 0;
+        int rc = sim_privacy_begin(s->priv, r, m, s->pool);
+        if (rc)
+            return rc;
     }
     for (int t = 0; t < s->threads; t++) {
         fed_agg_reset(s->w[t].agg);
@@ -458,6 +484,12 @@ int sim_run_round(sim *s, int r, sim_round *out)
     int scaffold = fed_strategy_kind_of(s->strat) == FED_SCAFFOLD;
     out->bytes_down = (uint64_t)m * n * sizeof(float) * (scaffold ? 2 : 1);
     out->bytes_up = (uint64_t)out->reported * n * sizeof(float) * (scaffold ? 2 : 1);
+    out->epsilon = out->dp_clip = NAN;
+    if (s->priv) { /* noise or unmasking: s->agg then holds the one update to apply */
+        int rc = sim_privacy_end(s->priv, s->agg, s->rank == 0, out);
+        if (rc)
+            return rc;
+    }
     if (s->rank == 0 && fed_agg_count(s->agg) > 0) {
         int rc = fed_strategy_apply(s->strat, s->agg, s->global->params);
         if (rc)
@@ -475,7 +507,8 @@ int sim_run_round(sim *s, int r, sim_round *out)
 #endif
     out->test_loss = out->test_accuracy = NAN;
     out->dev_acc_mean = out->dev_acc_p10 = out->dev_acc_min = NAN;
-    int eval = c->eval_every > 0 && (r % c->eval_every == 0 || r == c->rounds);
+    /* every K rounds, and always the last (eval_every 0: the last only) */
+    int eval = r == c->rounds || out->budget_exhausted || (c->eval_every > 0 && r % c->eval_every == 0);
     if (eval && s->rank == 0) {
         train_eval ev;
         int rc = train_evaluate(s->global, s->ews, s->pool, s->test, NULL, s->test->n, &ev);

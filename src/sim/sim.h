@@ -42,6 +42,16 @@ typedef struct sim_cfg {
     int eval_every;         /* centralised + federated evaluation every K rounds (and the last) */
     int threads;
     uint64_t seed;
+    /* differential privacy, DP-FedAvg (docs/privacy.md); all 0 = off */
+    double dp_clip;              /* S: each device's delta is clipped to L2 norm S; 0 = no DP */
+    double dp_noise;             /* z: Gaussian noise of std z·S on the sum of the clipped deltas */
+    double dp_adaptive_quantile; /* γ: the clip tracks this quantile of the norms; 0 = fixed S */
+    double dp_target_epsilon;    /* stop before the round that would exceed it; 0 = no target */
+    double dp_delta;             /* δ of the reported ε; 0 = min(1e-5, 0.1/clients) */
+    /* secure aggregation (fed/secagg.h) of each round's reports */
+    int secagg;                  /* 1 = on */
+    int secagg_threshold;        /* t; 0 = ceil(2/3 of the devices per round) */
+    double secagg_range;         /* without DP: |delta| bound per coordinate for fixed point; 0 = 1 */
 } sim_cfg;
 
 /* Defaults of the FedAvg paper's setting: 100 clients, C=0.1, E=1, B=10, SGD lr 0.05, IID. */
@@ -56,6 +66,11 @@ typedef struct sim_round {
     double seconds;                    /* wall time of the round, evaluation included */
     double sim_seconds;                /* simulated round duration (slowest reporter) */
     uint64_t bytes_down, bytes_up;
+    double epsilon;                    /* ε spent after this round at dp_delta (NAN without DP) */
+    double dp_clip;                    /* the clip S used this round (NAN without DP) */
+    int budget_exhausted;              /* 1: the target ε allows no further round */
+    int secagg_abandoned;              /* 1: fewer than t survivors, the model did not change */
+    uint64_t secagg_clamped;           /* values outside the fixed-point range (clamped) */
 } sim_round;
 
 typedef struct sim sim;
@@ -67,8 +82,13 @@ int sim_create(const sim_cfg *cfg, const nn_model *model, const data_dataset *tr
                const data_dataset *test, sim **out);
 void sim_free(sim *s);
 
-/* Runs round r (1-based, in order) and fills *out. 0 or AF_E*. */
+/* Runs round r (1-based, in order) and fills *out. 0 or AF_E* (AF_ESTATE if the privacy
+ * budget does not allow the round: check sim_budget_allows first). */
 int sim_run_round(sim *s, int r, sim_round *out);
+
+/* 1 if one more round keeps ε within cfg.dp_target_epsilon (always 1 without a target),
+ * else 0; *eps_after (may be NULL) gets ε after that round (NAN without DP). */
+int sim_budget_allows(const sim *s, double *eps_after);
 
 /* The global model (owned by s) and the partition (owned by s). */
 const nn_model *sim_model(const sim *s);

@@ -1,9 +1,10 @@
 /* dense.c — small-GEMM kernels for fully connected layers (see dense.h).
  *
- * Forward y = x w^T is a dot product per output: 4 rows of x × 4 rows of w accumulate 16
- * vectors along `in`, and one add tree folds them into the 16 outputs (no transpose of w).
- * Backward dx = dy w and dw += dy^T x keep `in` in lanes: 4 broadcast rows × up to 6 vectors
- * per block, 24 accumulators. Block edges reuse the last row instead of branching; those
+ * Forward y = x w^T is either a dot product per output (tn_dense_forward: 4 rows of x × 4
+ * rows of w accumulate 16 vectors along `in`, one add tree folds them into the 16 outputs)
+ * or, with w transposed once by the caller, `out` in lanes (tn_dense_forward_t). That form
+ * and the backward dx = dy w, dw += dy^T x share one kernel: 4 broadcast rows × up to 6
+ * vectors per block, 24 accumulators, bias/ReLU/ReLU-mask epilogues. Block edges reuse the last row instead of branching; those
  * duplicates are never stored. Without AVX-512 everything goes through the CBLAS.
  */
 #include "tensor/dense.h"
@@ -18,6 +19,36 @@
 #define AI static inline __attribute__((always_inline))
 
 static __mmask16 lanes(int n) { return n >= 16 ? 0xFFFF : n <= 0 ? 0 : (__mmask16)((1u << n) - 1); }
+
+/* 16×16 transpose of r[0..15] in place (as in convpool.c). */
+AI void tr16(__m512 r[16])
+{
+    __m512 t[16];
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; i++) {
+        __m512d a = _mm512_castps_pd(t[4 * i]), b = _mm512_castps_pd(t[4 * i + 1]);
+        __m512d c = _mm512_castps_pd(t[4 * i + 2]), d = _mm512_castps_pd(t[4 * i + 3]);
+        r[4 * i + 0] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+        r[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+        r[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+        r[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+    }
+    for (int q = 0; q < 4; q++) {
+        __m512 a0 = _mm512_shuffle_f32x4(r[q], r[4 + q], 0x44);
+        __m512 a1 = _mm512_shuffle_f32x4(r[q], r[4 + q], 0xEE);
+        __m512 b0 = _mm512_shuffle_f32x4(r[8 + q], r[12 + q], 0x44);
+        __m512 b1 = _mm512_shuffle_f32x4(r[8 + q], r[12 + q], 0xEE);
+        t[q] = _mm512_shuffle_f32x4(a0, b0, 0x88);
+        t[4 + q] = _mm512_shuffle_f32x4(a0, b0, 0xDD);
+        t[8 + q] = _mm512_shuffle_f32x4(a1, b1, 0x88);
+        t[12 + q] = _mm512_shuffle_f32x4(a1, b1, 0xDD);
+    }
+    for (int i = 0; i < 16; i++)
+        r[i] = t[i];
+}
 
 /* 16 vectors -> one vector whose lane q is the sum of the lanes of v[q]. */
 AI __m512 fold16(__m512 v[16])
@@ -101,10 +132,11 @@ void tn_dense_forward(int b, int in, int out, const float *x, const float *w, co
 
 /* C[i0..i0+3][n0..] (=, or += when acc) sum_k A(i,k) B[k][n0..], A(i,k) = A[i·sai + k·sak],
  * NV vectors of B per row (the last one masked by lm); rows past m are clamped, not stored.
- * mask_src (same layout as C) zeroes C where mask_src <= 0 (a ReLU's backward). */
+ * mask_src (same layout as C) zeroes C where mask_src <= 0 (a ReLU's backward); bias (per
+ * column) and relu finish a forward. */
 AI void bc_block(const int NV, int m, int K, int i0, const float *A, size_t sai, size_t sak,
                  const float *B, size_t ldb, float *C, size_t ldc, __mmask16 lm, int acc_c,
-                 const float *mask_src)
+                 const float *mask_src, const float *bias, int relu)
 {
     const float *ar[4];
     for (int i = 0; i < 4; i++)
@@ -116,6 +148,7 @@ AI void bc_block(const int NV, int m, int K, int i0, const float *A, size_t sai,
     for (int k = 0; k < K; k++) {
         const float *bk = B + (size_t)k * ldb;
         __m512 bv[6];
+#pragma GCC unroll 6
         for (int v = 0; v < NV; v++)
             bv[v] = v < NV - 1 ? _mm512_loadu_ps(bk + 16 * v) : _mm512_maskz_loadu_ps(lm, bk + 16 * v);
         for (int i = 0; i < 4; i++) {
@@ -124,14 +157,22 @@ AI void bc_block(const int NV, int m, int K, int i0, const float *A, size_t sai,
                 acc[i][v] = _mm512_fmadd_ps(a, bv[v], acc[i][v]);
         }
     }
-    for (int i = 0; i < 4 && i0 + i < m; i++) {
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) {
+        if (i0 + i >= m) /* (a test, not a loop bound: acc stays in registers) */
+            continue;
         float *cr = C + (size_t)(i0 + i) * ldc;
         const float *mr = mask_src ? mask_src + (size_t)(i0 + i) * ldc : NULL;
+#pragma GCC unroll 6
         for (int v = 0; v < NV; v++) {
             const __mmask16 sm = v < NV - 1 ? 0xFFFF : lm;
             __m512 r = acc[i][v];
             if (acc_c)
                 r = _mm512_add_ps(r, _mm512_maskz_loadu_ps(sm, cr + 16 * v));
+            if (bias)
+                r = _mm512_add_ps(r, _mm512_maskz_loadu_ps(sm, bias + 16 * v));
+            if (relu)
+                r = _mm512_max_ps(r, _mm512_setzero_ps());
             if (mr)
                 r = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(_mm512_maskz_loadu_ps(sm, mr + 16 * v),
                                                            _mm512_setzero_ps(), _CMP_GT_OQ),
@@ -143,25 +184,52 @@ AI void bc_block(const int NV, int m, int K, int i0, const float *A, size_t sai,
 
 /* C (m,n) (=, or += when acc_c) A·B over K with A(i,k) = A[i·sai + k·sak], B (K,n) rows ldb. */
 static void bc_gemm(int m, int n, int K, const float *A, size_t sai, size_t sak, const float *B,
-                    size_t ldb, float *C, size_t ldc, int acc_c, const float *mask_src)
+                    size_t ldb, float *C, size_t ldc, int acc_c, const float *mask_src,
+                    const float *bias, int relu)
 {
     for (int n0 = 0; n0 < n; n0 += 96) {
         const int nv = (n - n0 + 15) / 16 < 6 ? (n - n0 + 15) / 16 : 6;
         const __mmask16 lm = lanes(n - n0 - 16 * (nv - 1));
         const float *Bn = B + n0;
         float *Cn = C + n0;
-        const float *Mn = mask_src ? mask_src + n0 : NULL;
+        const float *Mn = mask_src ? mask_src + n0 : NULL, *bn = bias ? bias + n0 : NULL;
         for (int i0 = 0; i0 < m; i0 += 4) {
             switch (nv) {
-            case 1: bc_block(1, m, K, i0, A, sai, sak, Bn, ldb, Cn, ldc, lm, acc_c, Mn); break;
-            case 2: bc_block(2, m, K, i0, A, sai, sak, Bn, ldb, Cn, ldc, lm, acc_c, Mn); break;
-            case 3: bc_block(3, m, K, i0, A, sai, sak, Bn, ldb, Cn, ldc, lm, acc_c, Mn); break;
-            case 4: bc_block(4, m, K, i0, A, sai, sak, Bn, ldb, Cn, ldc, lm, acc_c, Mn); break;
-            case 5: bc_block(5, m, K, i0, A, sai, sak, Bn, ldb, Cn, ldc, lm, acc_c, Mn); break;
-            default: bc_block(6, m, K, i0, A, sai, sak, Bn, ldb, Cn, ldc, lm, acc_c, Mn); break;
+            case 1: bc_block(1, m, K, i0, A, sai, sak, Bn, ldb, Cn, ldc, lm, acc_c, Mn, bn, relu); break;
+            case 2: bc_block(2, m, K, i0, A, sai, sak, Bn, ldb, Cn, ldc, lm, acc_c, Mn, bn, relu); break;
+            case 3: bc_block(3, m, K, i0, A, sai, sak, Bn, ldb, Cn, ldc, lm, acc_c, Mn, bn, relu); break;
+            case 4: bc_block(4, m, K, i0, A, sai, sak, Bn, ldb, Cn, ldc, lm, acc_c, Mn, bn, relu); break;
+            case 5: bc_block(5, m, K, i0, A, sai, sak, Bn, ldb, Cn, ldc, lm, acc_c, Mn, bn, relu); break;
+            default: bc_block(6, m, K, i0, A, sai, sak, Bn, ldb, Cn, ldc, lm, acc_c, Mn, bn, relu); break;
             }
         }
     }
+}
+
+void tn_dense_forward_t(int b, int in, int out, const float *x, const float *wt,
+                        const float *bias, int relu, float *y)
+{
+    if (b <= 0 || out <= 0)
+        return;
+    /* y (b,out) = x · wt: rows n, A(n,k) = x[n·in + k], B = wt (in,out) */
+    bc_gemm(b, out, in, x, (size_t)in, 1, wt, (size_t)out, y, (size_t)out, 0, NULL, bias, relu);
+}
+
+void tn_transpose(int rows, int cols, const float *src, float *dst)
+{
+    /* 16×16 tiles: rows of the tile are loaded (masked at the edges), transposed in
+     * registers, and stored as rows of dst */
+    for (int r0 = 0; r0 < rows; r0 += 16)
+        for (int c0 = 0; c0 < cols; c0 += 16) {
+            const int nr = rows - r0 < 16 ? rows - r0 : 16, nc = cols - c0 < 16 ? cols - c0 : 16;
+            __m512 t[16];
+            for (int i = 0; i < 16; i++)
+                t[i] = i < nr ? _mm512_maskz_loadu_ps(lanes(nc), src + (size_t)(r0 + i) * cols + c0)
+                              : _mm512_setzero_ps();
+            tr16(t);
+            for (int j = 0; j < nc; j++)
+                _mm512_mask_storeu_ps(dst + (size_t)(c0 + j) * rows + r0, lanes(nr), t[j]);
+        }
 }
 
 void tn_dense_backward(int b, int in, int out, const float *x, const float *w, const float *dy,
@@ -173,7 +241,7 @@ void tn_dense_backward(int b, int in, int out, const float *x, const float *w, c
         return;
     }
     /* dw (out,in) += dy^T x: rows o, A(o,n) = dy[n·out + o] */
-    bc_gemm(out, in, b, dy, 1, (size_t)out, x, (size_t)in, dw, (size_t)in, 1, NULL);
+    bc_gemm(out, in, b, dy, 1, (size_t)out, x, (size_t)in, dw, (size_t)in, 1, NULL, NULL, 0);
     if (db)
         for (int o0 = 0; o0 < out; o0 += 16) {
             const __mmask16 om = lanes(out - o0);
@@ -185,10 +253,28 @@ void tn_dense_backward(int b, int in, int out, const float *x, const float *w, c
     /* dx (b,in) = dy w: rows n, A(n,o) = dy[n·out + o], B = w (out,in) */
     if (dx)
         bc_gemm(b, in, out, dy, (size_t)out, 1, w, (size_t)in, dx, (size_t)in, 0,
-                relu_in ? x : NULL);
+                relu_in ? x : NULL, NULL, 0);
 }
 
 #else /* portable path: the CBLAS */
+
+void tn_dense_forward_t(int b, int in, int out, const float *x, const float *wt,
+                        const float *bias, int relu, float *y)
+{
+    tn_gemm(0, 0, b, out, in, 1.0f, x, in, wt, out, 0.0f, y, out);
+    for (int n = 0; n < b; n++)
+        for (int o = 0; o < out; o++) {
+            float v = y[(size_t)n * out + o] + (bias ? bias[o] : 0.0f);
+            y[(size_t)n * out + o] = relu && !(v > 0.0f) ? 0.0f : v;
+        }
+}
+
+void tn_transpose(int rows, int cols, const float *src, float *dst)
+{
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < cols; c++)
+            dst[(size_t)c * rows + r] = src[(size_t)r * cols + c];
+}
 
 void tn_dense_forward(int b, int in, int out, const float *x, const float *w, const float *bias,
                       int relu, float *y)

@@ -14,6 +14,15 @@
 void tn_dense_forward(int b, int in, int out, const float *x, const float *w, const float *bias,
                       int relu, float *y);
 
+/* The same with the weight already transposed: wt (in,out) = w^T (see tn_transpose). The
+ * faster form once b is more than a few rows; the transpose is the caller's, once per
+ * weight update. */
+void tn_dense_forward_t(int b, int in, int out, const float *x, const float *wt,
+                        const float *bias, int relu, float *y);
+
+/* dst (cols,rows) = src (rows,cols)^T. dst must not overlap src. */
+void tn_transpose(int rows, int cols, const float *src, float *dst);
+
 /* Backward of y = x w^T + b for dy (b,out): dw (out,in) += dy^T x, db (out) += sum_b dy
  * (db may be NULL), dx (b,in) = dy w (dx may be NULL). relu_in != 0 also applies the
  * backward of a ReLU that produced x: dx = 0 where x <= 0. */

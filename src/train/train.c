@@ -99,23 +99,67 @@ void train_set_prox(train_ctx *t, const float *anchor, float mu)
 
 void train_set_correction(train_ctx *t, const float *corr) { t->corr = corr; }
 
+/* Phase 1 of a step: forward and backward of chunk i (whichever thread runs it), with
+ * chunk i's workspace into chunk i's gradient buffer (zero on entry: phase 2 leaves it so). */
 static void step_worker(void *ctx, int i, int tid)
 {
+    (void)tid;
     train_ctx *t = ctx;
     int lo = i * t->chunk, hi = lo + t->chunk;
     if (hi > t->b)
         hi = t->b;
-    float *g = t->grads[tid];
-    memset(g, 0, sizeof(float) * t->m->n_params);
-    t->loss[tid] = 0.0;
-    t->correct[tid] = 0;
+    t->loss[i] = 0.0;
+    t->correct[i] = 0;
     if (lo >= hi)
         return;
     const size_t in_n = t->m->layers[0].in_n;
     const float *x = t->x + (size_t)lo * in_n;
-    nn_forward(t->m, t->ws[tid], x, hi - lo, 1, t->seed * 131 + (uint64_t)i);
-    t->loss[tid] = nn_loss(t->m, t->ws[tid], t->y + lo, hi - lo, 1.0f / (float)t->b, &t->correct[tid]);
-    nn_backward(t->m, t->ws[tid], x, hi - lo, g);
+    nn_forward(t->m, t->ws[i], x, hi - lo, 1, t->seed * 131 + (uint64_t)i);
+    t->loss[i] = nn_loss(t->m, t->ws[i], t->y + lo, hi - lo, 1.0f / (float)t->b, &t->correct[i]);
+    nn_backward(t->m, t->ws[i], x, hi - lo, t->grads[i]);
+}
+
+/* Phase 2: parameter range i of `threads` equal ranges (16-float aligned): sum the chunks'
+ * gradients in chunk order (the same order whatever thread runs what, so a run is
+ * reproducible for a given thread count), zero them for the next step, add the FedProx /
+ * SCAFFOLD terms, and apply the optimizer to the range. */
+static void update_worker(void *ctx, int i, int tid)
+{
+    (void)tid;
+    train_ctx *t = ctx;
+    const size_t n = t->m->n_params;
+    const size_t per = ((n + (size_t)t->threads - 1) / (size_t)t->threads + 15) & ~(size_t)15;
+    const size_t lo = (size_t)i * per < n ? (size_t)i * per : n, hi = lo + per < n ? lo + per : n;
+    if (lo >= hi)
+        return;
+    float *restrict g = t->grads[0] + lo;
+    const size_t len = hi - lo;
+    for (int k = 1; k < t->threads; k++) {
+        float *restrict gk = t->grads[k] + lo;
+        for (size_t j = 0; j < len; j++) {
+            g[j] += gk[j];
+            gk[j] = 0.0f;
+        }
+    }
+    const float *restrict w = t->m->params + lo;
+    if (t->prox_anchor) {
+        /* FedProx: d/dw (mu/2)||w - w_global||^2 = mu (w - w_global) */
+        const float mu = t->prox_mu, *restrict a = t->prox_anchor + lo;
+        for (size_t j = 0; j < len; j++)
+            g[j] += mu * (w[j] - a[j]);
+    }
+    if (t->corr) {
+        const float *restrict c = t->corr + lo;
+        for (size_t j = 0; j < len; j++)
+            g[j] += c[j];
+    }
+    /* the optimizer on this range: a view of its state (step is advanced once, by the caller) */
+    nn_optim view = t->opt;
+    view.n = len;
+    view.m = t->opt.m ? t->opt.m + lo : NULL;
+    view.v = t->opt.v ? t->opt.v + lo : NULL;
+    nn_optim_step(&view, t->m->params + lo, g);
+    memset(g, 0, sizeof(float) * len);
 }
 
 void train_step(train_ctx *t, const float *x, const uint8_t *y, int b, uint64_t step_seed,
@@ -125,34 +169,20 @@ void train_step(train_ctx *t, const float *x, const uint8_t *y, int b, uint64_t 
     t->y = y;
     t->b = b;
     t->seed = step_seed;
-    if (t->pool)
-        af_pool_run(t->pool, step_worker, t, t->threads);
-    else
+    if (t->pool) { /* chunks go to whichever thread is running: none waits for a slow one */
+        af_pool_run_claimed(t->pool, step_worker, t, t->threads);
+        af_pool_run_claimed(t->pool, update_worker, t, t->threads);
+    } else {
         step_worker(t, 0, 0);
-    const size_t n = t->m->n_params;
-    float *restrict g = t->grads[0];
-    double ls = t->loss[0];
-    int hits = t->correct[0];
-    for (int k = 1; k < t->threads; k++) {
-        const float *restrict gk = t->grads[k];
-        for (size_t i = 0; i < n; i++)
-            g[i] += gk[i];
+        update_worker(t, 0, 0);
+    }
+    t->opt.step++;
+    double ls = 0.0;
+    int hits = 0;
+    for (int k = 0; k < t->threads; k++) {
         ls += t->loss[k];
         hits += t->correct[k];
     }
-    const float *restrict w = t->m->params;
-    if (t->prox_anchor) {
-        /* FedProx: d/dw (mu/2)||w - w_global||^2 = mu (w - w_global) */
-        const float mu = t->prox_mu, *restrict a = t->prox_anchor;
-        for (size_t i = 0; i < n; i++)
-            g[i] += mu * (w[i] - a[i]);
-    }
-    if (t->corr) {
-        const float *restrict c = t->corr;
-        for (size_t i = 0; i < n; i++)
-            g[i] += c[i];
-    }
-    nn_optim_step(&t->opt, t->m->params, g);
     if (loss)
         *loss = ls / b;
     if (correct)
@@ -211,7 +241,7 @@ typedef struct eval_job {
     int batch;
     float *bx[TRAIN_MAX_THREADS];
     uint8_t *by[TRAIN_MAX_THREADS];
-    double loss[TRAIN_MAX_THREADS];
+    double *loss; /* per batch, summed in batch order: the same sum for any thread count */
     long conf[TRAIN_MAX_THREADS][TRAIN_EVAL_MAX_CLASSES * TRAIN_EVAL_MAX_CLASSES];
 } eval_job;
 
@@ -231,7 +261,7 @@ static void eval_worker(void *ctx, int i, int tid)
         y = j->ds->y + lo;
     }
     const float *z = nn_forward(j->m, j->ws[tid], x, (int)b, 0, 0);
-    j->loss[tid] += tn_softmax_xent((int)b, k, z, y, 0.0f, NULL, NULL);
+    j->loss[i] = tn_softmax_xent((int)b, k, z, y, 0.0f, NULL, NULL);
     for (size_t s = 0; s < b; s++) {
         const float *zs = z + s * k;
         int am = 0;
@@ -275,8 +305,12 @@ int train_evaluate(const nn_model *m, nn_ws **ws, af_pool *pool, const data_data
             }
         }
     int jobs = (int)((n + (size_t)j->batch - 1) / (size_t)j->batch);
-    if (pool)
-        af_pool_run(pool, eval_worker, j, jobs);
+    if (!(j->loss = calloc((size_t)jobs + 1, sizeof(double)))) {
+        rc = af_seterr(AF_ENOMEM, "evaluate: out of memory");
+        goto done;
+    }
+    if (pool) /* per-thread state is only scratch and integer counts: any thread may run a batch */
+        af_pool_run_claimed(pool, eval_worker, j, jobs);
     else
         for (int i = 0; i < jobs; i++)
             eval_worker(j, i, 0);
@@ -284,11 +318,11 @@ int train_evaluate(const nn_model *m, nn_ws **ws, af_pool *pool, const data_data
     long hits = 0;
     out->k = k;
     out->n = n;
-    for (int t = 0; t < threads; t++) {
-        loss += j->loss[t];
+    for (int i = 0; i < jobs; i++)
+        loss += j->loss[i];
+    for (int t = 0; t < threads; t++)
         for (int c = 0; c < k * k; c++)
             out->confusion[c] += j->conf[t][c];
-    }
     for (int c = 0; c < k; c++)
         hits += out->confusion[c * k + c];
     out->loss = n ? loss / (double)n : 0.0;
@@ -298,6 +332,7 @@ done:
         af_free(j->bx[t]);
         af_free(j->by[t]);
     }
+    free(j->loss);
     free(j);
     return rc;
 }

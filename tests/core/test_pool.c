@@ -1,20 +1,17 @@
 /* test_pool.c — tests for core/pool: every index of a parallel-for runs exactly once, on the
  * thread pool.h promises (i % threads), for 1..4 threads and for n below, at and above the
  * thread count; jobs run back to back, and a job right after af_pool_create, without losing
- * or repeating work. Each body runs under a watchdog thread so that a deadlocked pool fails
- * its test instead of hanging the whole suite (the stuck thread is left behind).
+ * or repeating work. Each body runs under a watchdog (watchdog.h) so that a deadlocked pool
+ * fails its test instead of hanging the whole suite.
  */
 #include "../test.h"
 
-#include <pthread.h>
 #include <stdatomic.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "core/pool.h"
-#include "core/timer.h"
+#include "watchdog.h"
 
 enum { MAX_N = 5000 };
 
@@ -41,67 +38,15 @@ static void job_reset(job *j, int threads)
     j->threads = threads;
 }
 
-/* A body run under the watchdog: fills `err` (empty = pass). */
-typedef struct bounded {
-    void (*body)(struct bounded *);
-    atomic_int done;
-    char err[256];
-} bounded;
-
-static void *bounded_main(void *arg)
-{
-    bounded *b = arg;
-    b->body(b);
-    atomic_store(&b->done, 1);
-    return NULL;
-}
-
-/* Runs body on its own thread; 1 if it finished within `seconds`. On a timeout the thread and
- * its state are leaked on purpose (it is stuck inside the pool). */
-static int run_bounded(void (*body)(bounded *), double seconds, bounded **out)
-{
-    bounded *b = calloc(1, sizeof *b);
-    pthread_t th;
-    *out = b;
-    if (!b)
-        return 0;
-    b->body = body;
-    if (pthread_create(&th, NULL, bounded_main, b) != 0) {
-        snprintf(b->err, sizeof b->err, "cannot start the test thread");
-        return 1;
-    }
-    double t0 = af_now();
-    while (!atomic_load(&b->done) && af_now() - t0 < seconds) {
-        struct timespec ts = {0, 2000000};
-        nanosleep(&ts, NULL);
-    }
-    if (!atomic_load(&b->done)) {
-        pthread_detach(th);
-        return 0;
-    }
-    pthread_join(th, NULL);
-    return 1;
-}
-
-#define CHECK_BOUNDED(body, seconds)                                                           \
-    do {                                                                                       \
-        bounded *b_;                                                                           \
-        int fin_ = run_bounded(body, seconds, &b_);                                            \
-        CHECK_MSG(fin_, "%s did not finish within %g s: the pool deadlocked", #body,          \
-                  (double)(seconds));                                                          \
-        CHECK_MSG(b_->err[0] == 0, "%s", b_->err);                                            \
-        free(b_);                                                                              \
-    } while (0)
-
 #define FAIL_IF(cond, ...)                                                                     \
     do {                                                                                       \
         if (cond) {                                                                            \
-            snprintf(b->err, sizeof b->err, __VA_ARGS__);                                      \
+            t_bounded_fail(b, __VA_ARGS__);                                                    \
             goto out;                                                                          \
         }                                                                                      \
     } while (0)
 
-static void every_index_once(bounded *b)
+static void every_index_once(t_bounded *b)
 {
     static const int ns[] = {0, 1, 2, 3, 4, 5, 17, 1000, MAX_N};
     job *j = calloc(1, sizeof *j);
@@ -134,9 +79,9 @@ out:
     free(j);
 }
 
-TEST(pool_runs_every_index_once) { CHECK_BOUNDED(every_index_once, 10.0); }
+TEST(pool_runs_every_index_once) { T_CHECK_BOUNDED(every_index_once, NULL, 10.0); }
 
-static void many_jobs_in_a_row(bounded *b)
+static void many_jobs_in_a_row(t_bounded *b)
 {
     /* back-to-back jobs exercise the wake-up protocol; a lost or doubled job shows up as a
      * wrong count */
@@ -147,11 +92,11 @@ static void many_jobs_in_a_row(bounded *b)
         job_reset(j, threads);
         p = af_pool_create(threads);
         FAIL_IF(!p, "af_pool_create(%d) failed", threads);
-        for (int rep = 0; rep < 2000; rep++)
+        for (int rep = 0; rep < 350; rep++)
             af_pool_run(p, mark, j, 1 + rep % 7); /* also n < threads */
         for (int i = 0; i < 7; i++) {
             int want = 0;
-            for (int rep = 0; rep < 2000; rep++)
+            for (int rep = 0; rep < 350; rep++)
                 want += 1 + rep % 7 > i;
             FAIL_IF(atomic_load(&j->count[i]) != want, "threads %d: index %d ran %d times, want %d",
                     threads, i, atomic_load(&j->count[i]), want);
@@ -165,16 +110,16 @@ out:
     free(j);
 }
 
-TEST(pool_many_jobs_in_a_row) { CHECK_BOUNDED(many_jobs_in_a_row, 10.0); }
+TEST(pool_many_jobs_in_a_row) { T_CHECK_BOUNDED(many_jobs_in_a_row, NULL, 10.0); }
 
-static void first_job_after_create(bounded *b)
+static void first_job_after_create(t_bounded *b)
 {
     /* a trainer creates its pool and runs the first step at once: the workers may not have
      * started yet when the first job is posted, and must still take part in it */
     job *j = calloc(1, sizeof *j);
     af_pool *p = NULL;
     FAIL_IF(!j, "out of memory");
-    for (int rep = 0; rep < 300; rep++) {
+    for (int rep = 0; rep < 150; rep++) {
         int threads = 2 + rep % 3;
         job_reset(j, threads);
         p = af_pool_create(threads);
@@ -191,7 +136,7 @@ out:
     free(j);
 }
 
-TEST(pool_first_job_right_after_create) { CHECK_BOUNDED(first_job_after_create, 10.0); }
+TEST(pool_first_job_right_after_create) { T_CHECK_BOUNDED(first_job_after_create, NULL, 10.0); }
 
 TEST(pool_create_clamps_and_free_null)
 {

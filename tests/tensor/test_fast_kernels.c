@@ -139,12 +139,15 @@ TEST(convpool_tutorial_shapes_exact)
 TEST(convpool_odd_shapes_exact)
 {
     /* b, c, h, w, oc, k: odd widths and heights (pool drops the last row/column), partial
-     * channel blocks (oc 1, 5, 7, 13, 17 > 16), kernels 2..7, pooled planes of 1 to >16 */
+     * channel blocks (oc 1, 5, 7, 13, 17 > 16), kernels 1..7, pooled planes of 1 to >16;
+     * both layouts (channel lanes when the pooled plane is small next to oc) */
     static const int shapes[][6] = {
         {1, 1, 6, 6, 1, 5},   {3, 2, 9, 7, 5, 3},   {7, 3, 13, 11, 7, 3},
         {2, 1, 17, 19, 13, 4}, {3, 4, 11, 12, 17, 5}, {1, 2, 15, 16, 6, 7},
         {2, 3, 8, 10, 9, 2},  {5, 1, 33, 30, 4, 5},  {3, 5, 10, 10, 16, 5},
         {1, 1, 40, 40, 3, 3}, {2, 2, 7, 20, 8, 3},   {4, 6, 12, 12, 12, 5},
+        {2, 3, 8, 8, 16, 3},  {2, 2, 7, 9, 14, 2},   {1, 2, 6, 6, 10, 1},
+        {3, 4, 9, 9, 11, 4},
     };
     for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++) {
         const int *q = shapes[i];
@@ -178,7 +181,8 @@ TEST(convpool_rejects_unsupported)
     CHECK(tn_convpool_create(&s, &cp) != 0);
 }
 
-/* dense vs tn_linear_*_ref (+ relu), with and without the fused ReLUs. */
+/* dense (both forward forms, tn_transpose) vs tn_linear_*_ref (+ relu), with and without
+ * the fused ReLUs. */
 static int check_dense(int b, int in, int out, int relu, uint64_t seed)
 {
     af_rng g;
@@ -201,11 +205,21 @@ static int check_dense(int b, int in, int out, int relu, uint64_t seed)
     memcpy(dwr, dw, sizeof(float) * wn);
     for (int i = 0; i < out; i++)
         db[i] = dbr[i] = 0.5f;
-    tn_dense_forward(b, in, out, x, w, bias, relu, y);
     tn_linear_forward_ref(b, in, out, x, w, bias, yr);
     if (relu)
         for (size_t i = 0; i < yn; i++)
             yr[i] = yr[i] > 0.0f ? yr[i] : 0.0f;
+    /* the transposed-weight form first (y is overwritten by the other next) */
+    float *wt = af_alloc(sizeof(float) * wn);
+    tn_transpose(out, in, w, wt);
+    int bad_t = 0;
+    for (int o = 0; o < out; o++)
+        for (int i = 0; i < in; i++)
+            bad_t |= wt[(size_t)i * out + o] != w[(size_t)o * in + i];
+    tn_dense_forward_t(b, in, out, x, wt, bias, relu, y);
+    bad_t |= t_allclose(y, yr, yn, 1e-5, 1e-5) != (size_t)-1;
+    af_free(wt);
+    tn_dense_forward(b, in, out, x, w, bias, relu, y);
     tn_dense_backward(b, in, out, x, w, dy, dx, relu, dw, db);
     tn_linear_backward_ref(b, in, out, x, w, dy, dxr, dwr, dbr);
     if (relu)
@@ -214,6 +228,8 @@ static int check_dense(int b, int in, int out, int relu, uint64_t seed)
     int rc = 0;
     if (t_allclose(y, yr, yn, 1e-5, 1e-5) != (size_t)-1)
         rc = 1;
+    else if (bad_t)
+        rc = 5;
     else if (t_allclose(dx, dxr, xn, 1e-5, 1e-5) != (size_t)-1)
         rc = 2;
     else if (t_allclose(dw, dwr, wn, 1e-4, 1e-5) != (size_t)-1)
@@ -390,7 +406,7 @@ TEST(fused_model_matches_layer_references)
 TEST(unfused_layer_mixes_still_match)
 {
     /* padding/stride (no fusion), pool before relu, relu between flatten and linear,
-     * a linear+relu that ends the model, dropout (p 0: an identity both ways), a 3x3 pool */
+     * a linear+relu that ends the model, dropout in eval mode (the identity both ways), a 3x3 pool */
     static const char *const specs[] = {
         "{\"input\":[2,11,9],\"layers\":[{\"type\":\"conv2d\",\"out_channels\":4,\"kernel\":3,"
         "\"padding\":1},{\"type\":\"relu\"},{\"type\":\"maxpool2d\",\"kernel\":2},"
@@ -400,7 +416,7 @@ TEST(unfused_layer_mixes_still_match)
         "{\"type\":\"maxpool2d\",\"kernel\":2},{\"type\":\"relu\"},{\"type\":\"conv2d\","
         "\"out_channels\":4,\"kernel\":2},{\"type\":\"relu\"},{\"type\":\"maxpool2d\",\"kernel\":3},"
         "{\"type\":\"flatten\"},{\"type\":\"relu\"},{\"type\":\"linear\",\"out_features\":6},"
-        "{\"type\":\"relu\"},{\"type\":\"dropout\",\"p\":0},{\"type\":\"linear\","
+        "{\"type\":\"relu\"},{\"type\":\"dropout\",\"p\":0.3},{\"type\":\"linear\","
         "\"out_features\":3},{\"type\":\"relu\"}]}",
         "{\"input\":[3,10,13],\"layers\":[{\"type\":\"conv2d\",\"out_channels\":5,\"kernel\":3},"
         "{\"type\":\"relu\"},{\"type\":\"maxpool2d\",\"kernel\":2},{\"type\":\"flatten\"},"

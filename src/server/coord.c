@@ -1,0 +1,1574 @@
+/* coord.c — the coordinator's state machine over the store (see coord.h).
+ *
+ * Invariants, all under c->mu:
+ *   - proj->model holds checkpoint proj->version, which is the store's latest;
+ *   - while proj->open, proj->agg holds exactly the reports stored for the open attempt, and
+ *     proj->devs their devices (REPORTED) plus the selected ones (SELECTED);
+ *   - the store is written first; memory changes only after the store said yes, so a failed
+ *     write leaves memory as it was.
+ */
+#include "server/coord.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#include "core/err.h"
+#include "core/log.h"
+#include "core/mem.h"
+#include "core/rng.h"
+#include "fed/strategy.h"
+#include "nn/checkpoint.h"
+#include "nn/safetensors.h"
+#include "server/auth.h"
+#include "server/plan.h"
+#include "server/upload.h"
+#include "store/store.h"
+
+#define MAX_CLASSES 256
+
+/* ---- replies and blobs --------------------------------------------------------------------- */
+
+void srv_blob_ref(srv_blob *b) { atomic_fetch_add(&b->refs, 1); }
+
+void srv_blob_release(srv_blob *b)
+{
+    if (b && atomic_fetch_sub(&b->refs, 1) == 1)
+        free(b);
+}
+
+static srv_blob *blob_from(const void *data, size_t len)
+{
+    srv_blob *b = malloc(sizeof *b + len);
+    if (!b)
+        return NULL;
+    atomic_init(&b->refs, 1);
+    b->len = len;
+    memcpy(b->data, data, len);
+    return b;
+}
+
+void srv_reply_clear(srv_reply *r)
+{
+    cJSON_Delete(r->json);
+    srv_blob_release(r->blob);
+    memset(r, 0, sizeof *r);
+}
+
+int srv_reply_error(srv_reply *r, int status, const char *code, const char *fmt, ...)
+{
+    cJSON_Delete(r->json);
+    r->json = NULL;
+    r->status = status;
+    r->code = code;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(r->msg, sizeof r->msg, fmt, ap);
+    va_end(ap);
+    return status;
+}
+
+static void reply_json(srv_reply *r, int status, cJSON *j)
+{
+    if (!j) {
+        srv_reply_error(r, 500, "internal", "out of memory");
+        return;
+    }
+    r->status = status;
+    r->json = j;
+}
+
+static void reply_internal(srv_reply *r, const char *what)
+{
+    af_log(AF_LOG_ERROR, "internal", "what=\"%s\" error=\"%s\"", what, af_errmsg());
+    srv_reply_error(r, 500, "internal", "%s: %s", what, af_errmsg());
+}
+
+/* ---- device sets: open addressing, id -> state ---------------------------------------------- */
+
+enum { DEV_NONE = 0, DEV_SELECTED = 1, DEV_REPORTED = 2 };
+
+typedef struct devset {
+    int64_t *ids;   /* 0 = empty slot (device ids start at 1) */
+    uint8_t *st;
+    size_t cap, n;
+} devset;
+
+static size_t dev_slot(const devset *d, int64_t id)
+{
+    size_t i = ((uint64_t)id * 0x9E3779B97F4A7C15ULL) >> 20;
+    for (i &= d->cap - 1; d->ids[i] && d->ids[i] != id; i = (i + 1) & (d->cap - 1))
+        ;
+    return i;
+}
+
+static int devset_get(const devset *d, int64_t id)
+{
+    if (!d->cap)
+        return DEV_NONE;
+    size_t i = dev_slot(d, id);
+    return d->ids[i] ? d->st[i] : DEV_NONE;
+}
+
+static int devset_put(devset *d, int64_t id, int state)
+{
+    if (2 * (d->n + 1) > d->cap) {
+        devset g = {0};
+        g.cap = d->cap ? 2 * d->cap : 64;
+        g.ids = calloc(g.cap, sizeof *g.ids);
+        g.st = calloc(g.cap, 1);
+        if (!g.ids || !g.st) {
+            free(g.ids);
+            free(g.st);
+            return af_seterr(AF_ENOMEM, "out of memory for the round's device set");
+        }
+        for (size_t i = 0; i < d->cap; i++)
+            if (d->ids[i]) {
+                size_t j = dev_slot(&g, d->ids[i]);
+                g.ids[j] = d->ids[i];
+                g.st[j] = d->st[i];
+                g.n++;
+            }
+        free(d->ids);
+        free(d->st);
+        *d = g;
+    }
+    size_t i = dev_slot(d, id);
+    if (!d->ids[i]) {
+        d->ids[i] = id;
+        d->n++;
+    }
+    d->st[i] = (uint8_t)state;
+    return 0;
+}
+
+static void devset_clear(devset *d)
+{
+    if (d->cap) {
+        memset(d->ids, 0, d->cap * sizeof *d->ids);
+        memset(d->st, 0, d->cap);
+    }
+    d->n = 0;
+}
+
+/* ---- state ------------------------------------------------------------------------------------ */
+
+typedef struct proj {
+    int64_t id, owner_id;
+    char name[128];
+    int done;
+    int64_t version;          /* checkpoint held in model */
+    srv_plan plan;
+    char *plan_text;          /* canonical plan JSON */
+    nn_model *model;
+    fed_strategy *strat;
+    fed_agg *agg;
+    float *w_next;            /* scratch for the next global model (n_params) */
+    float *state_backup;      /* strategy state before apply, restored if the commit fails */
+    size_t n_state;
+    float *delta;             /* scratch for re-folding stored reports at load */
+    srv_blob *ckpt;           /* serialized checkpoint `version` */
+    int started;              /* a round has opened (the initial checkpoint is fixed) */
+    /* the open attempt */
+    int open;
+    store_round round;
+    devset devs;
+    double loss_sum, loss_w;  /* Σ n_k·loss_k, Σ n_k over reports with a loss */
+    int64_t eval_samples, eval_correct;
+    double eval_loss_sum;     /* Σ eval_samples_k·eval_loss_k */
+    int64_t *confusion;       /* C×C, summed eval_confusion */
+    int has_confusion;
+} proj;
+
+struct srv_coord {
+    pthread_mutex_t mu;
+    store *st;
+    srv_coord_config cfg;
+    srv_metrics *metrics;
+    srv_metrics own_metrics;
+    uint8_t admin_hash[SRV_HASH_BYTES];
+    char *admin_path, *secret_path;
+    char *spool_dir;          /* the database's directory: upload spool files */
+    size_t max_body;
+    proj **projects;
+    int n_projects, cap_projects;
+    af_rng rng;
+};
+
+static void proj_free(proj *p)
+{
+    if (!p)
+        return;
+    free(p->plan_text);
+    nn_model_free(p->model);
+    fed_strategy_free(p->strat);
+    fed_agg_free(p->agg);
+    af_free(p->w_next);
+    af_free(p->state_backup);
+    af_free(p->delta);
+    srv_blob_release(p->ckpt);
+    store_round_clear(&p->round);
+    free(p->devs.ids);
+    free(p->devs.st);
+    free(p->confusion);
+    free(p);
+}
+
+static proj *find_proj(srv_coord *c, int64_t id)
+{
+    for (int i = 0; i < c->n_projects; i++)
+        if (c->projects[i]->id == id)
+            return c->projects[i];
+    return NULL;
+}
+
+static int add_proj(srv_coord *c, proj *p)
+{
+    if (c->n_projects == c->cap_projects) {
+        int cap = c->cap_projects ? 2 * c->cap_projects : 16;
+        proj **a = realloc(c->projects, (size_t)cap * sizeof *a);
+        if (!a)
+            return af_seterr(AF_ENOMEM, "out of memory for projects");
+        c->projects = a;
+        c->cap_projects = cap;
+    }
+    c->projects[c->n_projects++] = p;
+    return 0;
+}
+
+static void reset_attempt_stats(proj *p)
+{
+    p->loss_sum = p->loss_w = p->eval_loss_sum = 0;
+    p->eval_samples = p->eval_correct = 0;
+    p->has_confusion = 0;
+    if (p->confusion)
+        memset(p->confusion, 0, (size_t)p->model->n_classes * p->model->n_classes * sizeof(int64_t));
+    if (p->agg)
+        fed_agg_reset(p->agg);
+    devset_clear(&p->devs);
+}
+
+/* The checkpoint of p's current model serialized with its metadata, as a new blob. */
+static int serialize_ckpt(proj *p, int64_t version, int round, srv_blob **out)
+{
+    char pid[32], ver[32], rnd[32];
+    snprintf(pid, sizeof pid, "%lld", (long long)p->id);
+    snprintf(ver, sizeof ver, "%lld", (long long)version);
+    snprintf(rnd, sizeof rnd, "%d", round);
+    const char *keys[] = {"project", "version", "round"}, *vals[] = {pid, ver, rnd};
+    unsigned char *buf;
+    size_t len;
+    int rc = nn_checkpoint_serialize(p->model, keys, vals, 3, &buf, &len);
+    if (rc)
+        return rc;
+    *out = blob_from(buf, len);
+    free(buf);
+    return *out ? 0 : af_seterr(AF_ENOMEM, "out of memory for a checkpoint");
+}
+
+/* Builds the runtime of a project from its stored row: model, plan, strategy, checkpoint. */
+static int proj_build(srv_coord *c, const store_project *sp, proj **out)
+{
+    *out = NULL;
+    proj *p = calloc(1, sizeof *p);
+    cJSON *pj = NULL;
+    int rc;
+    if (!p)
+        return af_seterr(AF_ENOMEM, "out of memory");
+    p->id = sp->id;
+    p->owner_id = sp->owner_id;
+    snprintf(p->name, sizeof p->name, "%s", sp->name);
+    p->done = strcmp(sp->status, "done") == 0;
+    p->version = sp->version;
+    /* stored specs passed the caps in force when they were submitted: no caps here */
+    if ((rc = nn_model_from_json(sp->spec, "stored spec", NULL, &p->model)))
+        goto fail;
+    if (!(pj = cJSON_Parse(sp->plan))) {
+        rc = af_seterr(AF_EFORMAT, "stored plan is not JSON");
+        goto fail;
+    }
+    if ((rc = srv_plan_parse(pj, p->model, &p->plan)))
+        goto fail;
+    if (!(p->plan_text = strdup(sp->plan))) {
+        rc = af_seterr(AF_ENOMEM, "out of memory");
+        goto fail;
+    }
+    void *ck = NULL, *state = NULL;
+    size_t ck_len = 0, state_len = 0;
+    if ((rc = store_checkpoint_get(c->st, p->id, p->version, &ck, &ck_len, &state, &state_len)))
+        goto fail;
+    rc = nn_checkpoint_load_into(p->model, ck, ck_len, "stored checkpoint");
+    if (!rc && !(p->ckpt = blob_from(ck, ck_len)))
+        rc = af_seterr(AF_ENOMEM, "out of memory");
+    free(ck);
+    if (!rc)
+        rc = fed_strategy_create(p->plan.strategy, p->plan.strategy_opts, p->model->n_params,
+                                 &p->strat);
+    if (!rc) {
+        float *sv = fed_strategy_state(p->strat, &p->n_state);
+        if (state_len != (state ? p->n_state * sizeof(float) : state_len))
+            rc = af_seterr(AF_EFORMAT, "stored strategy state has %zu bytes, %s needs %zu",
+                           state_len, p->plan.strategy, p->n_state * sizeof(float));
+        else if (state && state_len)
+            memcpy(sv, state, state_len); /* FedAvgM/FedAdam continue exactly */
+    }
+    free(state);
+    if (rc)
+        goto fail;
+    size_t n = p->model->n_params, C = (size_t)p->model->n_classes;
+    if (!p->done) {
+        if ((rc = fed_agg_create(p->strat, &p->agg)))
+            goto fail;
+        p->w_next = af_alloc(n * sizeof(float));
+        p->delta = af_alloc(n * sizeof(float));
+        p->state_backup = af_alloc((p->n_state ? p->n_state : 1) * sizeof(float));
+        p->confusion = C <= MAX_CLASSES ? calloc(C * C, sizeof(int64_t)) : NULL;
+        if (!p->w_next || !p->delta || !p->state_backup || (C <= MAX_CLASSES && !p->confusion)) {
+            rc = af_seterr(AF_ENOMEM, "out of memory for project %lld", (long long)p->id);
+            goto fail;
+        }
+    }
+    int nr = store_round_count(c->st, p->id);
+    if (nr < 0) {
+        rc = nr;
+        goto fail;
+    }
+    p->started = nr > 0;
+    cJSON_Delete(pj);
+    *out = p;
+    return 0;
+fail:
+    cJSON_Delete(pj);
+    proj_free(p);
+    return af_preerr(rc, "project %lld", (long long)sp->id);
+}
+
+/* ---- updates ------------------------------------------------------------------------------------ */
+
+/* Folds a validated update into the open attempt (memory only). */
+static int fold(proj *p, const float *delta, const srv_update *u, int64_t device)
+{
+    fed_extra ex = {NULL, u->tau};
+    int rc = fed_agg_add(p->agg, delta, u->num_samples, &ex);
+    if (rc)
+        return rc;
+    if (isfinite(u->loss)) {
+        p->loss_sum += u->num_samples * u->loss;
+        p->loss_w += u->num_samples;
+    }
+    p->eval_samples += u->eval_samples;
+    p->eval_correct += u->eval_correct;
+    if (isfinite(u->eval_loss))
+        p->eval_loss_sum += (double)u->eval_samples * u->eval_loss;
+    if (u->confusion && p->confusion) {
+        size_t cc = (size_t)p->model->n_classes * p->model->n_classes;
+        for (size_t i = 0; i < cc; i++)
+            p->confusion[i] += u->confusion[i];
+        p->has_confusion = 1;
+    }
+    p->round.reports++;
+    return devset_put(&p->devs, device, DEV_REPORTED);
+}
+
+/* ---- closing attempts --------------------------------------------------------------------------- */
+
+static char *confusion_json(const proj *p)
+{
+    if (!p->has_confusion)
+        return NULL;
+    int C = p->model->n_classes;
+    cJSON *a = cJSON_CreateArray();
+    for (int i = 0; a && i < C; i++) {
+        cJSON *row = cJSON_CreateArray();
+        if (!row || !cJSON_AddItemToArray(a, row)) {
+            cJSON_Delete(row);
+            cJSON_Delete(a);
+            return NULL;
+        }
+        for (int k = 0; k < C; k++)
+            cJSON_AddItemToArray(row, cJSON_CreateNumber((double)p->confusion[(size_t)i * C + k]));
+    }
+    char *s = a ? cJSON_PrintUnformatted(a) : NULL;
+    cJSON_Delete(a);
+    return s;
+}
+
+/* Fills the closing stats of the open attempt into a copy of its round row. */
+static void closing_stats(const proj *p, store_round *r, double now)
+{
+    *r = p->round;
+    r->confusion = NULL;
+    r->closed_at = now;
+    r->train_loss = p->loss_w > 0 ? p->loss_sum / p->loss_w : NAN;
+    r->eval_samples = p->eval_samples;
+    r->eval_correct = p->eval_correct;
+    r->eval_loss = p->eval_samples > 0 ? p->eval_loss_sum / (double)p->eval_samples : NAN;
+}
+
+static void close_attempt(srv_coord *c, proj *p)
+{
+    p->open = 0;
+    reset_attempt_stats(p);
+    if (c->metrics)
+        atomic_fetch_sub(&c->metrics->rounds_open, 1);
+}
+
+/* Commits the open attempt: new global model = strategy(old, accumulated updates), stored
+ * with the strategy state in one transaction. On failure nothing changes (the attempt stays
+ * open and the next tick retries). */
+static int commit_round(srv_coord *c, proj *p, double now)
+{
+    size_t n = p->model->n_params;
+    float *state = p->n_state ? fed_strategy_state(p->strat, &p->n_state) : NULL;
+    if (state)
+        memcpy(p->state_backup, state, p->n_state * sizeof(float));
+    memcpy(p->w_next, p->model->params, n * sizeof(float));
+    int rc = fed_strategy_apply(p->strat, p->agg, p->w_next);
+    srv_blob *ck = NULL;
+    float *old = p->model->params;
+    int64_t v = p->version + 1;
+    int done = v >= p->plan.rounds;
+    store_round r;
+    closing_stats(p, &r, now);
+    char *conf = confusion_json(p);
+    r.confusion = conf;
+    if (!rc) {
+        p->model->params = p->w_next;
+        rc = serialize_ckpt(p, v, r.number, &ck);
+        p->model->params = old;
+    }
+    if (!rc)
+        rc = store_round_commit(c->st, &r, v, ck->data, ck->len, state,
+                                p->n_state * sizeof(float), done);
+    free(conf);
+    if (rc) {
+        if (state)
+            memcpy(state, p->state_backup, p->n_state * sizeof(float));
+        srv_blob_release(ck);
+        af_log(AF_LOG_ERROR, "round_commit_failed", "project=%lld round=%d attempt=%d error=\"%s\"",
+               (long long)p->id, r.number, r.attempt, af_errmsg());
+        return rc;
+    }
+    p->model->params = p->w_next;
+    p->w_next = old;
+    srv_blob_release(p->ckpt);
+    p->ckpt = ck;
+    p->version = v;
+    af_log(AF_LOG_INFO, "round_commit", "project=%lld round=%d attempt=%d reports=%d version=%lld "
+                                        "train_loss=%.6g eval_accuracy=%.6g",
+           (long long)p->id, r.number, r.attempt, r.reports, (long long)v, r.train_loss,
+           r.eval_samples ? (double)r.eval_correct / (double)r.eval_samples : NAN);
+    close_attempt(c, p);
+    if (c->metrics)
+        atomic_fetch_add(&c->metrics->rounds[SRV_ROUND_COMMITTED], 1);
+    if (done) {
+        p->done = 1;
+        af_log(AF_LOG_INFO, "project_done", "project=%lld rounds=%lld", (long long)p->id,
+               (long long)v);
+    }
+    return 0;
+}
+
+static int abandon_round(srv_coord *c, proj *p, double now)
+{
+    store_round r;
+    closing_stats(p, &r, now);
+    int rc = store_round_abandon(c->st, &r);
+    if (rc) {
+        af_log(AF_LOG_ERROR, "round_abandon_failed", "project=%lld round=%d error=\"%s\"",
+               (long long)p->id, r.number, af_errmsg());
+        return rc;
+    }
+    af_log(AF_LOG_INFO, "round_abandon", "project=%lld round=%d attempt=%d reports=%d "
+                                         "min_reports=%d",
+           (long long)p->id, r.number, r.attempt, r.reports, p->plan.min_reports);
+    close_attempt(c, p);
+    if (c->metrics)
+        atomic_fetch_add(&c->metrics->rounds[SRV_ROUND_ABANDONED], 1);
+    return 0;
+}
+
+/* Closes p's open attempt if its deadline passed. */
+static void close_if_due(srv_coord *c, proj *p, double now)
+{
+    if (!p->open || now < p->round.deadline_at)
+        return;
+    if (p->round.reports >= p->plan.min_reports)
+        commit_round(c, p, now);
+    else
+        abandon_round(c, p, now);
+}
+
+void srv_coord_checkpoint(srv_coord *c)
+{
+    if (store_wal_checkpoint(c->st, NULL))
+        af_log(AF_LOG_WARN, "checkpoint_failed", "error=\"%s\"", af_errmsg());
+}
+
+void srv_coord_tick(srv_coord *c)
+{
+    pthread_mutex_lock(&c->mu);
+    double now = store_now();
+    for (int i = 0; i < c->n_projects; i++)
+        close_if_due(c, c->projects[i], now);
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* ---- loading --------------------------------------------------------------------------------------- */
+
+typedef struct reload_ctx {
+    srv_coord *c;
+    proj *p;
+} reload_ctx;
+
+static int reload_selection(void *user, int64_t device)
+{
+    reload_ctx *x = user;
+    return devset_put(&x->p->devs, device, DEV_SELECTED);
+}
+
+static srv_upload_rules upload_rules(const srv_coord *c, const proj *p)
+{
+    srv_upload_rules u = {p->model, p->plan.max_update_norm,
+                          fed_strategy_kind_of(p->strat) == FED_FEDNOVA, c->max_body, 0};
+    return u;
+}
+
+/* Re-folds one stored report through the same validation as when it arrived: it passes
+ * again (a failure means the database was edited by hand: the report is skipped, loudly). */
+static int reload_report(void *user, const store_report *rep)
+{
+    reload_ctx *x = user;
+    proj *p = x->p;
+    srv_reply r = {0};
+    srv_update u;
+    srv_upload *up;
+    srv_upload_rules rules = upload_rules(x->c, p);
+    rules.max_len = rules.body_len = rep->len;
+    int rc = srv_upload_create(&rules, NULL, p->delta, &up);
+    if (rc)
+        return rc;
+    if (srv_upload_feed(up, rep->data, rep->len, &r) || srv_upload_finish(up, &u, &r)) {
+        af_log(AF_LOG_ERROR, "reload_report_invalid", "project=%lld device=%lld error=\"%s\"",
+               (long long)p->id, (long long)rep->device, r.msg);
+        srv_upload_free(up);
+        return 0;
+    }
+    rc = fold(p, p->delta, &u, rep->device);
+    srv_upload_free(up);
+    if (rc)
+        af_log(AF_LOG_ERROR, "reload_fold_failed", "project=%lld device=%lld error=\"%s\"",
+               (long long)p->id, (long long)rep->device, af_errmsg());
+    return rc == AF_ENOMEM ? rc : 0;
+}
+
+static int load_open_round(srv_coord *c, proj *p)
+{
+    store_round r;
+    int rc = store_round_get_open(c->st, p->id, &r);
+    if (rc == AF_ENOTFOUND) {
+        af_clearerr();
+        return 0;
+    }
+    if (rc)
+        return rc;
+    p->round = r;
+    p->round.reports = 0;
+    p->open = 1;
+    if (c->metrics)
+        atomic_fetch_add(&c->metrics->rounds_open, 1);
+    store_attempt_key k = {p->id, r.number, r.attempt};
+    reload_ctx x = {c, p};
+    if (!(rc = store_selection_each(c->st, &k, reload_selection, &x)))
+        rc = store_report_each(c->st, &k, reload_report, &x);
+    return rc;
+}
+
+static int load_project(void *user, const store_project *sp)
+{
+    srv_coord *c = user;
+    proj *p;
+    int rc = proj_build(c, sp, &p);
+    if (rc)
+        return rc;
+    if ((rc = add_proj(c, p))) {
+        proj_free(p);
+        return rc;
+    }
+    return p->done ? 0 : load_open_round(c, p);
+}
+
+/* ---- open / free --------------------------------------------------------------------------------- */
+
+static char *path_with(const char *db, const char *suffix)
+{
+    size_t n = strlen(db) + strlen(suffix) + 1;
+    char *s = malloc(n);
+    if (s)
+        snprintf(s, n, "%s%s", db, suffix);
+    return s;
+}
+
+/* First start: an admin key and an enrolment secret, files first, then their hashes. */
+static int first_start(srv_coord *c)
+{
+    char key[SRV_TOKEN_CHARS + 1], secret[SRV_TOKEN_CHARS + 1], hex[2 * SRV_HASH_BYTES + 1];
+    uint8_t sh[SRV_HASH_BYTES];
+    srv_token_new(key);
+    srv_token_new(secret);
+    srv_token_hash(key, SRV_TOKEN_CHARS, c->admin_hash);
+    srv_token_hash(secret, SRV_TOKEN_CHARS, sh);
+    sodium_bin2hex(hex, sizeof hex, c->admin_hash, SRV_HASH_BYTES);
+    int rc;
+    if ((rc = srv_write_secret_file(c->admin_path, key)) ||
+        (rc = srv_write_secret_file(c->secret_path, secret)) || (rc = store_secret_add(c->st, sh)) ||
+        (rc = store_meta_set(c->st, "admin_key_hash", hex)))
+        return rc;
+    sodium_memzero(key, sizeof key);
+    sodium_memzero(secret, sizeof secret);
+    af_log(AF_LOG_INFO, "first_start", "admin_key_file=%s enroll_secret_file=%s", c->admin_path,
+           c->secret_path);
+    return 0;
+}
+
+int srv_coord_open(const char *db_path, const srv_coord_config *cfg, srv_metrics *metrics,
+                   srv_coord **out)
+{
+    *out = NULL;
+    int rc = srv_auth_init();
+    if (rc)
+        return rc;
+    srv_coord *c = calloc(1, sizeof *c);
+    if (!c)
+        return af_seterr(AF_ENOMEM, "out of memory");
+    pthread_mutex_init(&c->mu, NULL);
+    c->cfg = *cfg;
+    if (!(c->cfg.retry_after_s > 0))
+        c->cfg.retry_after_s = 5;
+    c->metrics = metrics ? metrics : &c->own_metrics;
+    uint64_t seed;
+    randombytes_buf(&seed, sizeof seed);
+    af_rng_seed(&c->rng, seed, 0x5eed);
+    c->admin_path = path_with(db_path, ".admin-key");
+    c->secret_path = path_with(db_path, ".enroll-secret");
+    c->max_body = cfg->max_body ? cfg->max_body : (size_t)64 << 20;
+    if ((c->spool_dir = strdup(db_path))) {
+        char *slash = strrchr(c->spool_dir, '/');
+        if (!slash)
+            strcpy(c->spool_dir, ".");
+        else
+            slash[slash == c->spool_dir] = 0; /* "/x.db" -> "/" */
+    }
+    if (!c->admin_path || !c->secret_path || !c->spool_dir) {
+        rc = af_seterr(AF_ENOMEM, "out of memory");
+        goto fail;
+    }
+    if ((rc = store_open(db_path, cfg->durable_full, &c->st)))
+        goto fail;
+    char hex[2 * SRV_HASH_BYTES + 8];
+    rc = store_meta_get(c->st, "admin_key_hash", hex, sizeof hex);
+    if (rc == AF_ENOTFOUND)
+        rc = first_start(c);
+    else if (!rc && sodium_hex2bin(c->admin_hash, SRV_HASH_BYTES, hex, strlen(hex), NULL, NULL,
+                                   NULL) != 0)
+        rc = af_seterr(AF_EFORMAT, "%s: stored admin key hash is malformed", db_path);
+    if (rc)
+        goto fail;
+    if ((rc = store_project_each(c->st, -1, load_project, c)))
+        goto fail;
+    /* an attempt that had reached its goal when the process died commits now */
+    double now = store_now();
+    for (int i = 0; i < c->n_projects; i++) {
+        proj *p = c->projects[i];
+        if (p->open && p->round.reports >= p->plan.devices_per_round)
+            commit_round(c, p, now);
+        if (p->open)
+            af_log(AF_LOG_INFO, "round_reloaded", "project=%lld round=%d attempt=%d reports=%d "
+                                                  "selected=%d",
+                   (long long)p->id, p->round.number, p->round.attempt, p->round.reports,
+                   p->round.selected);
+    }
+    *out = c;
+    return 0;
+fail:
+    srv_coord_free(c);
+    return rc;
+}
+
+void srv_coord_free(srv_coord *c)
+{
+    if (!c)
+        return;
+    for (int i = 0; i < c->n_projects; i++)
+        proj_free(c->projects[i]);
+    free(c->projects);
+    store_close(c->st);
+    free(c->admin_path);
+    free(c->secret_path);
+    free(c->spool_dir);
+    pthread_mutex_destroy(&c->mu);
+    free(c);
+}
+
+const char *srv_coord_admin_key_path(const srv_coord *c) { return c->admin_path; }
+const char *srv_coord_secret_path(const srv_coord *c) { return c->secret_path; }
+
+long long srv_coord_devices(srv_coord *c)
+{
+    pthread_mutex_lock(&c->mu);
+    long long n = store_device_count(c->st);
+    pthread_mutex_unlock(&c->mu);
+    return n;
+}
+
+/* ---- principals ---------------------------------------------------------------------------------- */
+
+int srv_coord_auth(srv_coord *c, const char *token, size_t len, srv_principal *out)
+{
+    uint8_t h[SRV_HASH_BYTES];
+    memset(out, 0, sizeof *out);
+    srv_token_hash(token, len, h);
+    if (sodium_memcmp(h, c->admin_hash, SRV_HASH_BYTES) == 0) {
+        out->role = SRV_ADMIN;
+        return 0;
+    }
+    pthread_mutex_lock(&c->mu);
+    int rc = store_device_find(c->st, h, &out->id);
+    if (!rc)
+        out->role = SRV_DEVICE;
+    else if (rc == AF_ENOTFOUND && !(rc = store_owner_find(c->st, h, &out->id)))
+        out->role = SRV_OWNER;
+    pthread_mutex_unlock(&c->mu);
+    if (rc == AF_ENOTFOUND)
+        return af_seterr(AF_EAUTH, "unknown token");
+    return rc;
+}
+
+static int string_field(const cJSON *body, const char *key, size_t max, const char **out,
+                        srv_reply *r)
+{
+    const cJSON *j = cJSON_GetObjectItemCaseSensitive(body, key);
+    if (!cJSON_IsString(j) || !j->valuestring[0] || strlen(j->valuestring) > max)
+        return srv_reply_error(r, 400, "bad_field", "%s: required, a non-empty string of at most "
+                                                    "%zu characters", key, max);
+    *out = j->valuestring;
+    return 0;
+}
+
+static int only_fields(const cJSON *body, const char *const *keys, srv_reply *r)
+{
+    if (!cJSON_IsObject(body))
+        return srv_reply_error(r, 400, "bad_json", "body: expected a JSON object");
+    for (const cJSON *it = body->child; it; it = it->next) {
+        int ok = 0;
+        for (int i = 0; keys[i]; i++)
+            ok |= strcmp(it->string, keys[i]) == 0;
+        if (!ok)
+            return srv_reply_error(r, 400, "bad_field", "%s: unknown field", it->string);
+    }
+    return 0;
+}
+
+void srv_coord_owner_create(srv_coord *c, const cJSON *body, srv_reply *r)
+{
+    static const char *const keys[] = {"name", NULL};
+    const char *name = NULL;
+    if (only_fields(body, keys, r) || string_field(body, "name", 127, &name, r))
+        return;
+    char key[SRV_TOKEN_CHARS + 1];
+    uint8_t h[SRV_HASH_BYTES];
+    srv_token_new(key);
+    srv_token_hash(key, SRV_TOKEN_CHARS, h);
+    int64_t id;
+    pthread_mutex_lock(&c->mu);
+    int rc = store_owner_add(c->st, name, h, &id);
+    pthread_mutex_unlock(&c->mu);
+    if (rc == AF_ESTATE) {
+        srv_reply_error(r, 409, "conflict", "name: owner \"%s\" exists already", name);
+        return;
+    }
+    if (rc) {
+        reply_internal(r, "add owner");
+        return;
+    }
+    af_log(AF_LOG_INFO, "owner_created", "owner=%lld", (long long)id);
+    cJSON *j = cJSON_CreateObject();
+    if (j && (!cJSON_AddNumberToObject(j, "id", (double)id) ||
+              !cJSON_AddStringToObject(j, "name", name) ||
+              !cJSON_AddStringToObject(j, "api_key", key))) {
+        cJSON_Delete(j);
+        j = NULL;
+    }
+    reply_json(r, 201, j);
+}
+
+void srv_coord_secret_create(srv_coord *c, srv_reply *r)
+{
+    char s[SRV_TOKEN_CHARS + 1];
+    uint8_t h[SRV_HASH_BYTES];
+    srv_token_new(s);
+    srv_token_hash(s, SRV_TOKEN_CHARS, h);
+    pthread_mutex_lock(&c->mu);
+    int rc = store_secret_add(c->st, h);
+    pthread_mutex_unlock(&c->mu);
+    if (rc) {
+        reply_internal(r, "add enrolment secret");
+        return;
+    }
+    cJSON *j = cJSON_CreateObject();
+    if (j && !cJSON_AddStringToObject(j, "secret", s)) {
+        cJSON_Delete(j);
+        j = NULL;
+    }
+    reply_json(r, 201, j);
+}
+
+void srv_coord_device_enroll(srv_coord *c, const cJSON *body, srv_reply *r)
+{
+    static const char *const keys[] = {"secret", "dataset", NULL};
+    if (only_fields(body, keys, r))
+        return;
+    const cJSON *sec = cJSON_GetObjectItemCaseSensitive(body, "secret");
+    if (!cJSON_IsString(sec)) {
+        srv_reply_error(r, 401, "unauthorized", "secret: the enrolment secret is required");
+        return;
+    }
+    srv_schema sch;
+    const cJSON *ds = cJSON_GetObjectItemCaseSensitive(body, "dataset");
+    if (srv_schema_parse(ds, "dataset", &sch)) {
+        srv_reply_error(r, 400, "bad_field", "%s", af_errmsg());
+        return;
+    }
+    uint8_t h[SRV_HASH_BYTES];
+    srv_token_hash(sec->valuestring, strlen(sec->valuestring), h);
+    char *ds_text = cJSON_PrintUnformatted(ds);
+    char token[SRV_TOKEN_CHARS + 1];
+    srv_token_new(token);
+    uint8_t th[SRV_HASH_BYTES];
+    srv_token_hash(token, SRV_TOKEN_CHARS, th);
+    int64_t id = 0;
+    pthread_mutex_lock(&c->mu);
+    int rc = ds_text ? store_secret_find(c->st, h) : af_seterr(AF_ENOMEM, "out of memory");
+    if (!rc)
+        rc = store_device_add(c->st, th, ds_text, &id);
+    pthread_mutex_unlock(&c->mu);
+    free(ds_text);
+    if (rc == AF_ENOTFOUND) {
+        srv_reply_error(r, 401, "unauthorized", "secret: unknown enrolment secret");
+        return;
+    }
+    if (rc) {
+        reply_internal(r, "enrol device");
+        return;
+    }
+    af_log(AF_LOG_DEBUG, "device_enrolled", "device=%lld", (long long)id);
+    cJSON *j = cJSON_CreateObject();
+    if (j && (!cJSON_AddNumberToObject(j, "device_id", (double)id) ||
+              !cJSON_AddStringToObject(j, "token", token))) {
+        cJSON_Delete(j);
+        j = NULL;
+    }
+    reply_json(r, 201, j);
+}
+
+/* ---- projects ------------------------------------------------------------------------------------ */
+
+/* The project id if p may see it (owner), else fills r (404 unknown, 403 another owner's). */
+static proj *owned(srv_coord *c, const srv_principal *who, int64_t id, srv_reply *r)
+{
+    proj *p = find_proj(c, id);
+    if (!p) {
+        srv_reply_error(r, 404, "not_found", "project %lld not found", (long long)id);
+        return NULL;
+    }
+    if (who->role != SRV_OWNER || p->owner_id != who->id) {
+        srv_reply_error(r, 403, "forbidden", "project %lld belongs to another owner",
+                        (long long)id);
+        return NULL;
+    }
+    return p;
+}
+
+void srv_coord_project_create(srv_coord *c, const srv_principal *who, const cJSON *body,
+                              srv_reply *r)
+{
+    static const char *const keys[] = {"name", "spec", "plan", NULL};
+    const char *name = NULL;
+    if (only_fields(body, keys, r) || string_field(body, "name", 127, &name, r))
+        return;
+    const cJSON *spec = cJSON_GetObjectItemCaseSensitive(body, "spec");
+    const cJSON *plan = cJSON_GetObjectItemCaseSensitive(body, "plan");
+    if (!cJSON_IsObject(spec)) {
+        srv_reply_error(r, 400, "bad_field", "spec: required, a model spec object "
+                                             "(docs/model-spec.md)");
+        return;
+    }
+    if (!cJSON_IsObject(plan)) {
+        srv_reply_error(r, 400, "bad_field", "plan: required, a plan object (docs/api.md)");
+        return;
+    }
+    char *spec_text = cJSON_PrintUnformatted(spec), *plan_text = NULL;
+    nn_model *m = NULL;
+    srv_plan pl;
+    cJSON *pj = NULL;
+    if (!spec_text) {
+        srv_reply_error(r, 500, "internal", "out of memory");
+        goto done;
+    }
+    if (nn_model_from_json(spec_text, "spec", &c->cfg.caps, &m)) {
+        srv_reply_error(r, 400, "bad_field", "%s", af_errmsg());
+        goto done;
+    }
+    if (srv_plan_parse(plan, m, &pl)) {
+        srv_reply_error(r, 400, "bad_field", "%s", af_errmsg());
+        goto done;
+    }
+    if (!(pj = srv_plan_to_json(&pl)) || !(plan_text = cJSON_PrintUnformatted(pj))) {
+        srv_reply_error(r, 500, "internal", "out of memory");
+        goto done;
+    }
+    nn_model_init(m, pl.seed);
+    unsigned char *buf;
+    size_t len;
+    const char *mk[] = {"version", "round"}, *mv[] = {"0", "0"};
+    if (nn_checkpoint_serialize(m, mk, mv, 2, &buf, &len)) {
+        reply_internal(r, "serialize initial checkpoint");
+        goto done;
+    }
+    int64_t id;
+    pthread_mutex_lock(&c->mu);
+    int rc = store_project_add(c->st, who->id, name, m->spec_json, plan_text, buf, len, &id);
+    free(buf);
+    proj *p = NULL;
+    if (!rc) {
+        store_project sp;
+        if (!(rc = store_project_get(c->st, id, &sp))) {
+            rc = proj_build(c, &sp, &p);
+            store_project_clear(&sp);
+        }
+        if (!rc && (rc = add_proj(c, p)))
+            proj_free(p);
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (rc) {
+        reply_internal(r, "create project");
+        goto done;
+    }
+    af_log(AF_LOG_INFO, "project_created", "project=%lld owner=%lld params=%zu strategy=%s "
+                                           "rounds=%d",
+           (long long)id, (long long)who->id, m->n_params, pl.strategy, pl.rounds);
+    cJSON *j = cJSON_CreateObject();
+    if (j && (!cJSON_AddNumberToObject(j, "id", (double)id) ||
+              !cJSON_AddNumberToObject(j, "version", 0))) {
+        cJSON_Delete(j);
+        j = NULL;
+    }
+    reply_json(r, 201, j);
+done:
+    free(spec_text);
+    free(plan_text);
+    cJSON_Delete(pj);
+    nn_model_free(m);
+}
+
+static cJSON *round_json(const store_round *rd, int live)
+{
+    cJSON *o = cJSON_CreateObject();
+    if (!o)
+        return NULL;
+    cJSON_AddNumberToObject(o, "number", rd->number);
+    cJSON_AddNumberToObject(o, "attempt", rd->attempt);
+    cJSON_AddStringToObject(o, "state", rd->state);
+    cJSON_AddNumberToObject(o, "version", (double)rd->version);
+    cJSON_AddNumberToObject(o, "selected", rd->selected);
+    cJSON_AddNumberToObject(o, "reports", rd->reports);
+    cJSON_AddNumberToObject(o, "refused", rd->refused);
+    cJSON_AddNumberToObject(o, "opened_at", rd->opened_at);
+    cJSON_AddNumberToObject(o, "deadline_at", rd->deadline_at);
+    if (!live) {
+#define NUM_OR_NULL(k, v)                                                                       \
+    do {                                                                                        \
+        if (isfinite(v))                                                                        \
+            cJSON_AddNumberToObject(o, k, v);                                                   \
+        else                                                                                    \
+            cJSON_AddNullToObject(o, k);                                                        \
+    } while (0)
+        NUM_OR_NULL("train_loss", rd->train_loss);
+        NUM_OR_NULL("eval_accuracy",
+                    rd->eval_samples ? (double)rd->eval_correct / (double)rd->eval_samples : NAN);
+        NUM_OR_NULL("eval_loss", rd->eval_loss);
+        cJSON_AddNumberToObject(o, "eval_samples", (double)rd->eval_samples);
+        NUM_OR_NULL("closed_at", rd->closed_at);
+#undef NUM_OR_NULL
+    }
+    return o;
+}
+
+typedef struct status_ctx {
+    cJSON *rounds;
+    char *confusion;     /* of the latest committed round that has one */
+} status_ctx;
+
+static int status_round(void *user, const store_round *rd)
+{
+    status_ctx *x = user;
+    if (strcmp(rd->state, "open") == 0)
+        return 0;
+    cJSON *o = round_json(rd, 0);
+    if (!o || !cJSON_AddItemToArray(x->rounds, o)) {
+        cJSON_Delete(o);
+        return af_seterr(AF_ENOMEM, "out of memory");
+    }
+    if (strcmp(rd->state, "committed") == 0 && rd->confusion) {
+        free(x->confusion);
+        x->confusion = strdup(rd->confusion);
+    }
+    return 0;
+}
+
+void srv_coord_project_get(srv_coord *c, const srv_principal *who, int64_t id, srv_reply *r)
+{
+    pthread_mutex_lock(&c->mu);
+    proj *p = owned(c, who, id, r);
+    cJSON *j = NULL;
+    status_ctx x = {NULL, NULL};
+    if (!p)
+        goto done;
+    j = cJSON_CreateObject();
+    x.rounds = cJSON_CreateArray();
+    if (!j || !x.rounds) {
+        cJSON_Delete(x.rounds);
+        srv_reply_error(r, 500, "internal", "out of memory");
+        goto done;
+    }
+    cJSON_AddNumberToObject(j, "id", (double)p->id);
+    cJSON_AddStringToObject(j, "name", p->name);
+    cJSON_AddStringToObject(j, "status", p->done ? "done" : "running");
+    cJSON_AddRawToObject(j, "spec", p->model->spec_json);
+    cJSON_AddRawToObject(j, "plan", p->plan_text);
+    cJSON_AddNumberToObject(j, "params", (double)p->model->n_params);
+    cJSON_AddNumberToObject(j, "version", (double)p->version);
+    if (p->open) {
+        store_round live = p->round;
+        cJSON_AddItemToObject(j, "round", round_json(&live, 1));
+    } else {
+        cJSON_AddNullToObject(j, "round");
+    }
+    int rc = store_round_each(c->st, p->id, status_round, &x);
+    cJSON_AddItemToObject(j, "rounds", x.rounds);
+    if (rc) {
+        reply_internal(r, "list rounds");
+        goto done;
+    }
+    cJSON *conf = x.confusion ? cJSON_Parse(x.confusion) : NULL;
+    if (conf)
+        cJSON_AddItemToObject(j, "population_confusion", conf);
+    else
+        cJSON_AddNullToObject(j, "population_confusion");
+    reply_json(r, 200, j);
+    j = NULL;
+done:
+    pthread_mutex_unlock(&c->mu);
+    free(x.confusion);
+    cJSON_Delete(j);
+}
+
+void srv_coord_project_list(srv_coord *c, const srv_principal *who, srv_reply *r)
+{
+    cJSON *j = cJSON_CreateObject(), *a = cJSON_AddArrayToObject(j, "projects");
+    if (!a) {
+        cJSON_Delete(j);
+        srv_reply_error(r, 500, "internal", "out of memory");
+        return;
+    }
+    pthread_mutex_lock(&c->mu);
+    for (int i = 0; i < c->n_projects; i++) {
+        proj *p = c->projects[i];
+        if (p->owner_id != who->id)
+            continue;
+        cJSON *o = cJSON_CreateObject();
+        if (!o || !cJSON_AddItemToArray(a, o)) {
+            cJSON_Delete(o);
+            continue;
+        }
+        cJSON_AddNumberToObject(o, "id", (double)p->id);
+        cJSON_AddStringToObject(o, "name", p->name);
+        cJSON_AddStringToObject(o, "status", p->done ? "done" : "running");
+        if (p->open)
+            cJSON_AddNumberToObject(o, "round", p->round.number);
+        else
+            cJSON_AddNullToObject(o, "round");
+        cJSON_AddNumberToObject(o, "version", (double)p->version);
+    }
+    pthread_mutex_unlock(&c->mu);
+    reply_json(r, 200, j);
+}
+
+void srv_coord_checkpoint_put(srv_coord *c, const srv_principal *who, int64_t id,
+                              const void *data, size_t len, srv_reply *r)
+{
+    pthread_mutex_lock(&c->mu);
+    proj *p = owned(c, who, id, r);
+    nn_model *m = NULL;
+    srv_blob *ck = NULL;
+    if (!p)
+        goto done;
+    if (p->started) {
+        srv_reply_error(r, 409, "conflict", "project %lld: rounds have started, the initial "
+                                            "checkpoint can no longer change", (long long)id);
+        goto done;
+    }
+    int rc = nn_checkpoint_parse(data, len, "checkpoint", p->model->spec_json, &m);
+    if (rc) {
+        srv_reply_error(r, 400, rc == AF_ESHAPE ? "bad_shape" : "bad_safetensors", "%s",
+                        af_errmsg());
+        goto done;
+    }
+    /* store our canonical serialization (spec and metadata), whatever wrote the upload */
+    float *old = p->model->params;
+    p->model->params = m->params;
+    rc = serialize_ckpt(p, 0, 0, &ck);
+    p->model->params = old;
+    if (!rc)
+        rc = store_checkpoint_replace_initial(c->st, p->id, ck->data, ck->len);
+    if (rc == AF_ESTATE) {
+        srv_reply_error(r, 409, "conflict", "%s", af_errmsg());
+        goto done;
+    }
+    if (rc) {
+        reply_internal(r, "store initial checkpoint");
+        goto done;
+    }
+    memcpy(p->model->params, m->params, p->model->n_params * sizeof(float));
+    srv_blob_release(p->ckpt);
+    p->ckpt = ck;
+    ck = NULL;
+    af_log(AF_LOG_INFO, "checkpoint_uploaded", "project=%lld bytes=%zu", (long long)id, len);
+    cJSON *j = cJSON_CreateObject();
+    if (j && !cJSON_AddNumberToObject(j, "version", 0)) {
+        cJSON_Delete(j);
+        j = NULL;
+    }
+    reply_json(r, 200, j);
+done:
+    pthread_mutex_unlock(&c->mu);
+    nn_model_free(m);
+    srv_blob_release(ck);
+}
+
+static int list_ckpt(void *user, const store_checkpoint_info *ci)
+{
+    cJSON *o = cJSON_CreateObject();
+    if (!o || !cJSON_AddItemToArray(user, o)) {
+        cJSON_Delete(o);
+        return af_seterr(AF_ENOMEM, "out of memory");
+    }
+    cJSON_AddNumberToObject(o, "version", (double)ci->version);
+    cJSON_AddNumberToObject(o, "round", (double)ci->round);
+    cJSON_AddNumberToObject(o, "bytes", (double)ci->bytes);
+    cJSON_AddNumberToObject(o, "created_at", ci->created_at);
+    return 0;
+}
+
+void srv_coord_checkpoint_list(srv_coord *c, const srv_principal *who, int64_t id, srv_reply *r)
+{
+    cJSON *j = cJSON_CreateObject(), *a = cJSON_AddArrayToObject(j, "checkpoints");
+    if (!a) {
+        cJSON_Delete(j);
+        srv_reply_error(r, 500, "internal", "out of memory");
+        return;
+    }
+    pthread_mutex_lock(&c->mu);
+    proj *p = owned(c, who, id, r);
+    int rc = p ? store_checkpoint_each(c->st, id, list_ckpt, a) : 0;
+    pthread_mutex_unlock(&c->mu);
+    if (!p || rc) {
+        if (rc)
+            reply_internal(r, "list checkpoints");
+        cJSON_Delete(j);
+        return;
+    }
+    reply_json(r, 200, j);
+}
+
+/* 1 if an If-None-Match header value names etag (a list, weak tags, or "*"). */
+static int etag_matches(const char *inm, const char *etag)
+{
+    if (!inm)
+        return 0;
+    if (strstr(inm, "*"))
+        return 1;
+    size_t n = strlen(etag);
+    for (const char *s = strstr(inm, etag); s; s = strstr(s + 1, etag))
+        if (s[n] == 0 || s[n] == ',' || s[n] == ' ')
+            return 1;
+    return 0;
+}
+
+void srv_coord_checkpoint_get(srv_coord *c, const srv_principal *who, int64_t id,
+                              const char *version, const char *if_none_match, srv_reply *r)
+{
+    pthread_mutex_lock(&c->mu);
+    proj *p = find_proj(c, id);
+    if (!p) {
+        srv_reply_error(r, 404, "not_found", "project %lld not found", (long long)id);
+        goto done;
+    }
+    if (who->role == SRV_DEVICE) {
+        int sel = devset_get(&p->devs, who->id) != DEV_NONE ||
+                  store_selection_in_project(c->st, id, who->id) == 1;
+        if (!sel) {
+            srv_reply_error(r, 403, "forbidden", "device %lld was never selected for project %lld",
+                            (long long)who->id, (long long)id);
+            goto done;
+        }
+    } else if (who->role != SRV_OWNER || p->owner_id != who->id) {
+        srv_reply_error(r, 403, "forbidden", "project %lld belongs to another owner",
+                        (long long)id);
+        goto done;
+    }
+    int64_t v;
+    if (strcmp(version, "latest") == 0) {
+        v = p->version;
+    } else {
+        char *end;
+        long long x = strtoll(version, &end, 10);
+        if (!version[0] || *end || x < 0) {
+            srv_reply_error(r, 404, "not_found", "checkpoint version \"%.32s\" not found "
+                                                 "(a number or \"latest\")", version);
+            goto done;
+        }
+        v = x;
+    }
+    snprintf(r->etag, sizeof r->etag, "\"p%lld-v%lld\"", (long long)id, (long long)v);
+    if (v > p->version) {
+        srv_reply_error(r, 404, "not_found", "project %lld has no checkpoint version %lld (latest "
+                                             "is %lld)", (long long)id, (long long)v,
+                        (long long)p->version);
+        r->etag[0] = 0;
+        goto done;
+    }
+    if (etag_matches(if_none_match, r->etag)) {
+        r->status = 304;
+        goto done;
+    }
+    if (v == p->version) {
+        srv_blob_ref(p->ckpt);
+        r->blob = p->ckpt;
+    } else {
+        void *buf;
+        size_t len;
+        int rc = store_checkpoint_get(c->st, id, v, &buf, &len, NULL, NULL);
+        if (rc == AF_ENOTFOUND) {
+            srv_reply_error(r, 404, "not_found", "%s", af_errmsg());
+            goto done;
+        }
+        if (rc || !(r->blob = blob_from(buf, len))) {
+            free(rc ? NULL : buf);
+            reply_internal(r, "read checkpoint");
+            goto done;
+        }
+        free(buf);
+    }
+    r->status = 200;
+done:
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* ---- the round: check-in ------------------------------------------------------------------------ */
+
+static double jitter(srv_coord *c, double base)
+{
+    return base * (0.8 + 0.4 * af_rng_uniform(&c->rng)); /* ±20 % */
+}
+
+static cJSON *task_json(const proj *p)
+{
+    char url[128], rep[128];
+    snprintf(url, sizeof url, "/v1/projects/%lld/checkpoints/%lld", (long long)p->id,
+             (long long)p->version);
+    snprintf(rep, sizeof rep, "/v1/projects/%lld/rounds/%d/reports", (long long)p->id,
+             p->round.number);
+    cJSON *j = cJSON_CreateObject(), *t;
+    if (!cJSON_AddStringToObject(j, "action", "train") ||
+        !(t = cJSON_AddObjectToObject(j, "task")) ||
+        !cJSON_AddNumberToObject(t, "project", (double)p->id) ||
+        !cJSON_AddNumberToObject(t, "round", p->round.number) ||
+        !cJSON_AddNumberToObject(t, "attempt", p->round.attempt) ||
+        !cJSON_AddNumberToObject(t, "version", (double)p->version) ||
+        !cJSON_AddStringToObject(t, "checkpoint", url) ||
+        !cJSON_AddRawToObject(t, "spec", p->model->spec_json) ||
+        !cJSON_AddRawToObject(t, "plan", p->plan_text) ||
+        !cJSON_AddNumberToObject(t, "deadline_at", p->round.deadline_at) ||
+        !cJSON_AddStringToObject(t, "report", rep)) {
+        cJSON_Delete(j);
+        return NULL;
+    }
+    return j;
+}
+
+static int open_attempt(srv_coord *c, proj *p, double now)
+{
+    int number = (int)p->version + 1, last = 0;
+    char state[16];
+    int rc = store_round_last_attempt(c->st, p->id, number, &last, state);
+    if (rc)
+        return rc;
+    store_round r = {.project = p->id, .number = number, .attempt = last + 1,
+                     .version = p->version, .opened_at = now,
+                     .deadline_at = now + p->plan.round_deadline_s};
+    strcpy(r.state, "open");
+    if ((rc = store_round_open(c->st, &r)))
+        return rc;
+    reset_attempt_stats(p);
+    store_round_clear(&p->round);
+    p->round = r;
+    p->open = 1;
+    p->started = 1;
+    atomic_fetch_add(&c->metrics->rounds[SRV_ROUND_OPENED], 1);
+    atomic_fetch_add(&c->metrics->rounds_open, 1);
+    af_log(AF_LOG_INFO, "round_open", "project=%lld round=%d attempt=%d version=%lld deadline_s=%g",
+           (long long)p->id, r.number, r.attempt, (long long)p->version, p->plan.round_deadline_s);
+    return 0;
+}
+
+static int bool_false(const cJSON *obj, const char *key)
+{
+    const cJSON *j = cJSON_GetObjectItemCaseSensitive(obj, key);
+    return j && cJSON_IsFalse(j);
+}
+
+void srv_coord_checkin(srv_coord *c, const srv_principal *who, const cJSON *body, srv_reply *r)
+{
+    static const char *const keys[] = {"dataset", "conditions", "caps", NULL};
+    if (only_fields(body, keys, r))
+        return;
+    srv_schema sch;
+    const cJSON *ds = cJSON_GetObjectItemCaseSensitive(body, "dataset");
+    const cJSON *cond = cJSON_GetObjectItemCaseSensitive(body, "conditions");
+    const cJSON *caps = cJSON_GetObjectItemCaseSensitive(body, "caps");
+    if (ds && srv_schema_parse(ds, "dataset", &sch)) {
+        srv_reply_error(r, 400, "bad_field", "%s", af_errmsg());
+        return;
+    }
+    if (!ds) { /* the schema declared at enrolment */
+        char *text = NULL;
+        pthread_mutex_lock(&c->mu);
+        int rc = store_device_dataset(c->st, who->id, &text);
+        pthread_mutex_unlock(&c->mu);
+        cJSON *dj = rc ? NULL : cJSON_Parse(text);
+        rc = rc ? rc : srv_schema_parse(dj, "dataset", &sch);
+        cJSON_Delete(dj);
+        free(text);
+        if (rc) {
+            reply_internal(r, "enrolled dataset");
+            return;
+        }
+    }
+    if ((cond && !cJSON_IsObject(cond)) || (caps && !cJSON_IsObject(caps))) {
+        srv_reply_error(r, 400, "bad_field", "%s: expected an object",
+                        cond && !cJSON_IsObject(cond) ? "conditions" : "caps");
+        return;
+    }
+    double max_params = 0, max_epochs = 0;
+    if (caps) {
+        const cJSON *mp = cJSON_GetObjectItemCaseSensitive(caps, "max_params");
+        const cJSON *me = cJSON_GetObjectItemCaseSensitive(caps, "max_epochs");
+        if ((mp && !(cJSON_IsNumber(mp) && mp->valuedouble >= 0)) ||
+            (me && !(cJSON_IsNumber(me) && me->valuedouble >= 0))) {
+            srv_reply_error(r, 400, "bad_field", "caps.%s: expected a number >= 0",
+                            mp && !(cJSON_IsNumber(mp) && mp->valuedouble >= 0) ? "max_params"
+                                                                                : "max_epochs");
+            return;
+        }
+        max_params = mp ? mp->valuedouble : 0;
+        max_epochs = me ? me->valuedouble : 0;
+    }
+    /* a device that is not charging, idle and unmetered is told to come back */
+    int ready = !(cond && (bool_false(cond, "charging") || bool_false(cond, "idle") ||
+                           bool_false(cond, "unmetered")));
+    pthread_mutex_lock(&c->mu);
+    double now = store_now();
+    int full = 0;
+    proj *chosen = NULL;
+    for (int i = 0; ready && !chosen && i < c->n_projects; i++) {
+        proj *p = c->projects[i];
+        if (p->done || !srv_schema_matches(&sch, &p->plan, p->model) ||
+            (max_params > 0 && (double)p->model->n_params > max_params) ||
+            (max_epochs > 0 && p->plan.local_epochs > max_epochs))
+            continue;
+        close_if_due(c, p, now);
+        if (p->done)
+            continue;
+        if (p->open) {
+            int st = devset_get(&p->devs, who->id);
+            if (st == DEV_SELECTED) { /* asked again: the same task */
+                chosen = p;
+                break;
+            }
+            if (st == DEV_REPORTED || p->round.selected >= srv_plan_quota(&p->plan)) {
+                full = 1;
+                continue;
+            }
+        } else if (open_attempt(c, p, now)) {
+            reply_internal(r, "open round");
+            goto out;
+        }
+        store_attempt_key k = {p->id, p->round.number, p->round.attempt};
+        if (store_selection_add(c->st, &k, who->id) || devset_put(&p->devs, who->id, DEV_SELECTED)) {
+            reply_internal(r, "select device");
+            goto out;
+        }
+        p->round.selected++;
+        chosen = p;
+        af_log(AF_LOG_DEBUG, "device_selected", "project=%lld round=%d attempt=%d device=%lld",
+               (long long)p->id, p->round.number, p->round.attempt, (long long)who->id);
+    }
+    if (chosen) {
+        reply_json(r, 200, task_json(chosen));
+        atomic_fetch_add(&c->metrics->checkins[SRV_CHECKIN_TRAIN], 1);
+    } else {
+        /* pace steering: a full round (or one this device already reported to) will not need
+         * it before it closes, so it waits longer than an idle device */
+        double wait = jitter(c, full ? 2 * c->cfg.retry_after_s : c->cfg.retry_after_s);
+        cJSON *j = cJSON_CreateObject();
+        if (j && (!cJSON_AddStringToObject(j, "action", "wait") ||
+                  !cJSON_AddNumberToObject(j, "retry_after", wait))) {
+            cJSON_Delete(j);
+            j = NULL;
+        }
+        reply_json(r, 200, j);
+        atomic_fetch_add(&c->metrics->checkins[SRV_CHECKIN_WAIT], 1);
+    }
+out:
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* ---- the round: reports ------------------------------------------------------------------------- */
+
+/* The state checks of a report (under the lock). attempt: the report's, or 0 if unknown. */
+static int report_state(srv_coord *c, const srv_principal *who, proj *p, int64_t id, int round,
+                        int attempt, srv_reply *r)
+{
+    if (!p)
+        return srv_reply_error(r, 404, "not_found", "project %lld not found", (long long)id);
+    if (!p->open || p->round.number != round) {
+        int last = 0;
+        char state[16];
+        if (round >= 1 && store_round_last_attempt(c->st, id, round, &last, state))
+            return srv_reply_error(r, 500, "internal", "%s", af_errmsg());
+        if (last == 0)
+            return srv_reply_error(r, 404, "not_found", "project %lld has no round %d",
+                                   (long long)id, round);
+        return srv_reply_error(r, 409, "late", "round %d of project %lld is closed (%s)", round,
+                               (long long)id, state);
+    }
+    if (attempt && attempt < p->round.attempt)
+        return srv_reply_error(r, 409, "late", "round %d attempt %d was abandoned; attempt %d is "
+                                               "open", round, attempt, p->round.attempt);
+    if (attempt > p->round.attempt)
+        return srv_reply_error(r, 409, "wrong_round", "round %d has no attempt %d (attempt %d is "
+                                                      "open)", round, attempt, p->round.attempt);
+    int st = devset_get(&p->devs, who->id);
+    if (st == DEV_NONE)
+        return srv_reply_error(r, 403, "forbidden", "device %lld was not selected for round %d "
+                                                    "attempt %d", (long long)who->id, round,
+                               p->round.attempt);
+    if (st == DEV_REPORTED)
+        return srv_reply_error(r, 409, "duplicate", "device %lld already reported in round %d "
+                                                    "attempt %d", (long long)who->id, round,
+                               p->round.attempt);
+    return 0;
+}
+
+int srv_coord_report_begin(srv_coord *c, const srv_principal *who, int64_t id, int round,
+                           size_t body_len, srv_upload **up, srv_reply *r)
+{
+    *up = NULL;
+    pthread_mutex_lock(&c->mu);
+    proj *p = find_proj(c, id);
+    if (p)
+        close_if_due(c, p, store_now());
+    int st = report_state(c, who, p, id, round, 0, r);
+    srv_upload_rules rules = st ? (srv_upload_rules){0} : upload_rules(c, p);
+    rules.body_len = body_len;
+    pthread_mutex_unlock(&c->mu);
+    if (st)
+        return st;
+    if (srv_upload_create(&rules, c->spool_dir, NULL, up)) {
+        reply_internal(r, "start upload");
+        return r->status;
+    }
+    return 0;
+}
+
+/* store_report_add_stream's source: the upload's bytes, the floats also into the scratch. */
+typedef struct fill_ctx {
+    srv_upload *up;
+    float *delta;
+} fill_ctx;
+
+static int fill_report(void *user, size_t off, void *buf, size_t n)
+{
+    fill_ctx *f = user;
+    return srv_upload_read(f->up, off, buf, n, f->delta);
+}
+
+void srv_coord_report_finish(srv_coord *c, const srv_principal *who, int64_t id, int round,
+                             srv_upload *up, srv_reply *r)
+{
+    srv_update u;
+    int bad = srv_upload_finish(up, &u, r);
+    pthread_mutex_lock(&c->mu);
+    proj *p = find_proj(c, id);
+    if (p)
+        close_if_due(c, p, store_now());
+    if (bad) {
+        if (p && p->open && p->round.number == round)
+            p->round.refused++;
+        goto out;
+    }
+    if (report_state(c, who, p, id, round, u.attempt, r))
+        goto out;
+    store_attempt_key k = {p->id, p->round.number, p->round.attempt};
+    store_report rep = {.device = who->id, .num_samples = u.num_samples, .loss = u.loss,
+                        .tau = u.tau, .eval_samples = u.eval_samples,
+                        .eval_correct = u.eval_correct, .eval_loss = u.eval_loss,
+                        .eval_confusion = u.eval_confusion};
+    /* the bytes go from the spool into the row while the floats land in the project's
+     * scratch: the update is whole in memory only here, under the lock, once per project */
+    fill_ctx f = {up, p->delta};
+    int rc = store_report_add_stream(c->st, &k, &rep, srv_upload_len(up), fill_report, &f);
+    if (rc == AF_ESTATE) {
+        srv_reply_error(r, 409, "duplicate", "%s", af_errmsg());
+        goto out;
+    }
+    if (rc) {
+        reply_internal(r, "store report");
+        goto out;
+    }
+    /* stored and committed: from here the report counts, in memory as after a restart */
+    if ((rc = fold(p, p->delta, &u, who->id)))
+        af_log(AF_LOG_ERROR, "fold_failed", "project=%lld device=%lld error=\"%s\"",
+               (long long)id, (long long)who->id, af_errmsg());
+    int reports = p->round.reports;
+    af_log(AF_LOG_INFO, "report_accepted", "project=%lld round=%d attempt=%d device=%lld "
+                                           "samples=%g reports=%d",
+           (long long)id, round, p->round.attempt, (long long)who->id, u.num_samples, reports);
+    if (reports >= p->plan.devices_per_round)
+        commit_round(c, p, store_now());
+    cJSON *j = cJSON_CreateObject();
+    if (j && (!cJSON_AddTrueToObject(j, "accepted") ||
+              !cJSON_AddNumberToObject(j, "reports", reports))) {
+        cJSON_Delete(j);
+        j = NULL;
+    }
+    reply_json(r, 200, j);
+out:
+    pthread_mutex_unlock(&c->mu);
+}

@@ -1,0 +1,187 @@
+/* plan.c — plan and dataset-schema validation (see plan.h). */
+#include "server/plan.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "core/err.h"
+#include "fed/strategy.h"
+
+/* Reads an optional number field into *v, checking [lo, hi] (integers when integral). */
+static int num_field(const cJSON *obj, const char *key, double lo, double hi, int integral,
+                     double *v)
+{
+    const cJSON *j = cJSON_GetObjectItemCaseSensitive(obj, key);
+    if (!j)
+        return 0;
+    const char *kind = integral ? "an integer" : "a number";
+    if (!cJSON_IsNumber(j) || !isfinite(j->valuedouble) ||
+        (integral && j->valuedouble != floor(j->valuedouble)))
+        return af_seterr(AF_EINVAL, "plan.%s: expected %s in [%g, %g]", key, kind, lo, hi);
+    if (!(j->valuedouble >= lo && j->valuedouble <= hi))
+        return af_seterr(AF_EINVAL, "plan.%s: %g is out of range, expected %s in [%g, %g]", key,
+                         j->valuedouble, kind, lo, hi);
+    *v = j->valuedouble;
+    return 0;
+}
+
+static int str_field(const cJSON *obj, const char *key, char *buf, size_t cap)
+{
+    const cJSON *j = cJSON_GetObjectItemCaseSensitive(obj, key);
+    if (!j)
+        return 0;
+    if (!cJSON_IsString(j))
+        return af_seterr(AF_EINVAL, "plan.%s: expected a string", key);
+    if (strlen(j->valuestring) >= cap)
+        return af_seterr(AF_EINVAL, "plan.%s: longer than %zu characters", key, cap - 1);
+    snprintf(buf, cap, "%s", j->valuestring);
+    return 0;
+}
+
+int srv_plan_parse(const cJSON *plan, const nn_model *m, srv_plan *out)
+{
+    static const char *const keys[] = {
+        "strategy", "strategy_opts", "rounds", "devices_per_round", "min_reports",
+        "over_selection", "round_deadline_s", "local_epochs", "batch", "optimizer", "lr",
+        "momentum", "eval_every", "max_update_norm", "dataset", "seed", NULL};
+    srv_plan p = {.strategy = "fedavg", .rounds = 0, .devices_per_round = 10, .min_reports = 0,
+                  .over_selection = 1.3, .round_deadline_s = 60, .local_epochs = 1, .batch = 10,
+                  .optimizer = "sgd", .lr = 0.05, .momentum = 0, .eval_every = 1,
+                  .max_update_norm = 1000, .dataset = "fashion-mnist", .seed = 1};
+    if (!cJSON_IsObject(plan))
+        return af_seterr(AF_EINVAL, "plan: expected a JSON object");
+    for (const cJSON *it = plan->child; it; it = it->next) {
+        int ok = 0;
+        for (int i = 0; keys[i]; i++)
+            ok |= strcmp(it->string, keys[i]) == 0;
+        if (!ok)
+            return af_seterr(AF_EINVAL, "plan.%s: unknown field", it->string);
+    }
+    if (!cJSON_GetObjectItemCaseSensitive(plan, "rounds"))
+        return af_seterr(AF_EINVAL, "plan.rounds: required (an integer in [1, 100000])");
+    double v;
+    int rc;
+#define NUM(key, lo, hi, integral, dst)                                                      \
+    do {                                                                                     \
+        v = (double)(dst);                                                                   \
+        if ((rc = num_field(plan, key, lo, hi, integral, &v)))                               \
+            return rc;                                                                       \
+        dst = v;                                                                             \
+    } while (0)
+    NUM("rounds", 1, 100000, 1, p.rounds);
+    NUM("devices_per_round", 1, 100000, 1, p.devices_per_round);
+    p.min_reports = (int)(0.8 * p.devices_per_round) > 0 ? (int)(0.8 * p.devices_per_round) : 1;
+    NUM("min_reports", 1, p.devices_per_round, 1, p.min_reports);
+    NUM("over_selection", 1, 10, 0, p.over_selection);
+    NUM("round_deadline_s", 0.01, 604800, 0, p.round_deadline_s);
+    NUM("local_epochs", 1, 1000, 1, p.local_epochs);
+    NUM("batch", 1, 65536, 1, p.batch);
+    NUM("lr", 1e-9, 100, 0, p.lr);
+    NUM("momentum", 0, 0.999999, 0, p.momentum);
+    NUM("eval_every", 0, 100000, 1, p.eval_every);
+    NUM("max_update_norm", 1e-9, 1e12, 0, p.max_update_norm);
+    NUM("seed", 0, 9007199254740992.0, 1, p.seed);
+#undef NUM
+    if ((rc = str_field(plan, "strategy", p.strategy, sizeof p.strategy)) ||
+        (rc = str_field(plan, "strategy_opts", p.strategy_opts, sizeof p.strategy_opts)) ||
+        (rc = str_field(plan, "optimizer", p.optimizer, sizeof p.optimizer)) ||
+        (rc = str_field(plan, "dataset", p.dataset, sizeof p.dataset)))
+        return rc;
+    if (strcmp(p.optimizer, "sgd") != 0 && strcmp(p.optimizer, "adam") != 0)
+        return af_seterr(AF_EINVAL, "plan.optimizer: \"%s\" is not one of sgd, adam", p.optimizer);
+    if (!p.dataset[0])
+        return af_seterr(AF_EINVAL, "plan.dataset: must not be empty");
+    /* SCAFFOLD needs per-device control variates on the wire: not in protocol v1 */
+    if (strcmp(p.strategy, "scaffold") == 0)
+        return af_seterr(AF_EINVAL, "plan.strategy: scaffold is not supported by the coordinator "
+                                    "(use fedavg, fedavgm, fedprox, fedadam, fedyogi, fedadagrad "
+                                    "or fednova)");
+    fed_strategy *s = NULL;
+    if ((rc = fed_strategy_create(p.strategy, p.strategy_opts, m->n_params, &s)))
+        return af_preerr(AF_EINVAL, "plan.strategy/strategy_opts");
+    fed_strategy_free(s);
+    *out = p;
+    return 0;
+}
+
+cJSON *srv_plan_to_json(const srv_plan *p)
+{
+    cJSON *j = cJSON_CreateObject();
+    if (!j)
+        return NULL;
+    int ok = cJSON_AddStringToObject(j, "strategy", p->strategy) &&
+             cJSON_AddStringToObject(j, "strategy_opts", p->strategy_opts) &&
+             cJSON_AddNumberToObject(j, "rounds", p->rounds) &&
+             cJSON_AddNumberToObject(j, "devices_per_round", p->devices_per_round) &&
+             cJSON_AddNumberToObject(j, "min_reports", p->min_reports) &&
+             cJSON_AddNumberToObject(j, "over_selection", p->over_selection) &&
+             cJSON_AddNumberToObject(j, "round_deadline_s", p->round_deadline_s) &&
+             cJSON_AddNumberToObject(j, "local_epochs", p->local_epochs) &&
+             cJSON_AddNumberToObject(j, "batch", p->batch) &&
+             cJSON_AddStringToObject(j, "optimizer", p->optimizer) &&
+             cJSON_AddNumberToObject(j, "lr", p->lr) &&
+             cJSON_AddNumberToObject(j, "momentum", p->momentum) &&
+             cJSON_AddNumberToObject(j, "eval_every", p->eval_every) &&
+             cJSON_AddNumberToObject(j, "max_update_norm", p->max_update_norm) &&
+             cJSON_AddStringToObject(j, "dataset", p->dataset) &&
+             cJSON_AddNumberToObject(j, "seed", (double)p->seed);
+    if (!ok) {
+        cJSON_Delete(j);
+        return NULL;
+    }
+    return j;
+}
+
+int srv_plan_quota(const srv_plan *p)
+{
+    double q = ceil(p->devices_per_round * p->over_selection - 1e-9);
+    return q < p->devices_per_round ? p->devices_per_round : (int)q;
+}
+
+int srv_schema_parse(const cJSON *j, const char *what, srv_schema *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!cJSON_IsObject(j))
+        return af_seterr(AF_EINVAL, "%s: expected a schema object {\"name\", \"kind\", \"shape\", "
+                                    "\"classes\"}", what);
+    const cJSON *name = cJSON_GetObjectItemCaseSensitive(j, "name");
+    if (!cJSON_IsString(name) || !name->valuestring[0] ||
+        strlen(name->valuestring) >= sizeof out->name)
+        return af_seterr(AF_EINVAL, "%s.name: expected a non-empty string of at most %zu "
+                                    "characters", what, sizeof out->name - 1);
+    snprintf(out->name, sizeof out->name, "%s", name->valuestring);
+    const cJSON *kind = cJSON_GetObjectItemCaseSensitive(j, "kind");
+    if (kind && (!cJSON_IsString(kind) || (strcmp(kind->valuestring, "image") != 0 &&
+                                           strcmp(kind->valuestring, "tabular") != 0)))
+        return af_seterr(AF_EINVAL, "%s.kind: expected \"image\" or \"tabular\"", what);
+    const cJSON *shape = cJSON_GetObjectItemCaseSensitive(j, "shape");
+    int nd = cJSON_IsArray(shape) ? cJSON_GetArraySize(shape) : 0, d[3] = {0, 0, 0};
+    if (nd < 1 || nd > 3)
+        return af_seterr(AF_EINVAL, "%s.shape: expected [C,H,W], [H,W] or [features]", what);
+    for (int i = 0; i < nd; i++) {
+        const cJSON *x = cJSON_GetArrayItem(shape, i);
+        if (!cJSON_IsNumber(x) || x->valuedouble < 1 || x->valuedouble > 1e6 ||
+            x->valuedouble != floor(x->valuedouble))
+            return af_seterr(AF_EINVAL, "%s.shape[%d]: expected a positive integer", what, i);
+        d[i] = (int)x->valuedouble;
+    }
+    /* the same normalisation as a spec's "input" (nn/model.c) */
+    out->c = nd == 3 ? d[0] : 1;
+    out->h = nd == 3 ? d[1] : nd == 2 ? d[0] : 1;
+    out->w = nd == 3 ? d[2] : nd == 2 ? d[1] : d[0];
+    const cJSON *cl = cJSON_GetObjectItemCaseSensitive(j, "classes");
+    if (cl) {
+        if (!cJSON_IsNumber(cl) || cl->valuedouble < 1 || cl->valuedouble > 100000 ||
+            cl->valuedouble != floor(cl->valuedouble))
+            return af_seterr(AF_EINVAL, "%s.classes: expected a positive integer", what);
+        out->classes = (int)cl->valuedouble;
+    }
+    return 0;
+}
+
+int srv_schema_matches(const srv_schema *have, const srv_plan *p, const nn_model *m)
+{
+    return strcmp(have->name, p->dataset) == 0 && have->c == m->in_c && have->h == m->in_h &&
+           have->w == m->in_w && (have->classes == 0 || have->classes == m->n_classes);
+}

@@ -1,0 +1,59 @@
+/* plan.h — a project's training plan and a device's dataset schema, parsed from JSON and
+ * validated with messages that name the field ("plan.min_reports: …").
+ *
+ * Layer `server`: uses core, nn (for the model's input shape) and fed (to validate strategy
+ * options). Pure functions: no I/O, no locks. The canonical plan (every field, defaults filled
+ * in) is what the coordinator stores and hands to devices.
+ */
+#ifndef AF_SERVER_PLAN_H
+#define AF_SERVER_PLAN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cjson/cJSON.h>
+
+#include "nn/model.h"
+
+typedef struct srv_plan {
+    char strategy[32];
+    char strategy_opts[256];
+    int rounds;
+    int devices_per_round;
+    int min_reports;
+    double over_selection;
+    double round_deadline_s;
+    int local_epochs;
+    int batch;
+    char optimizer[16];
+    double lr;
+    double momentum;
+    int eval_every;
+    double max_update_norm;
+    char dataset[64];
+    uint64_t seed;
+} srv_plan;
+
+/* Parses and validates a plan object for model m: unknown fields, wrong types and values out
+ * of range are refused (AF_EINVAL) with a message naming the field and the allowed range;
+ * the strategy and its options are checked with fed_strategy_create. Missing fields get the
+ * defaults of docs/api.md ("rounds" is required). */
+int srv_plan_parse(const cJSON *plan, const nn_model *m, srv_plan *out);
+/* The canonical JSON object of a plan (caller owns; cJSON_Delete). NULL on out of memory. */
+cJSON *srv_plan_to_json(const srv_plan *p);
+/* ceil(devices_per_round × over_selection): how many devices one attempt hands tasks to. */
+int srv_plan_quota(const srv_plan *p);
+
+/* A dataset schema as a device declares it: {"name", "kind", "shape", "classes"}. */
+typedef struct srv_schema {
+    char name[64];
+    int c, h, w;        /* shape normalised like a spec's "input": [f] → 1,1,f; [h,w] → 1,h,w */
+    int classes;        /* 0 when not given */
+} srv_schema;
+
+/* Parses a schema object; AF_EINVAL naming `what`.field on any problem. */
+int srv_schema_parse(const cJSON *j, const char *what, srv_schema *out);
+/* 1 if a device holding `have` can train a project of model m with plan p. */
+int srv_schema_matches(const srv_schema *have, const srv_plan *p, const nn_model *m);
+
+#endif

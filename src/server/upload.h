@@ -1,0 +1,66 @@
+/* upload.h — a report body (the safetensors of an update) validated while it streams in.
+ *
+ * Layer `server`: uses core and nn (a model's parameter layout). Bytes are fed in whatever
+ * pieces the network delivers: the 8-byte header length, then the JSON header (checked at
+ * once against the spec: every parameter tensor, F32, the spec's shape, offsets contiguous),
+ * then the tensor data, each float checked for finiteness and added to the running norm as it
+ * passes. The data is kept in memory when it is at most 1 MiB, else it goes to an unlinked
+ * spool file, so a connection never holds more than that whatever the model; for a stored
+ * report being reloaded it goes straight into a delta vector. A refusal
+ * is known as soon as the byte that causes it arrives; srv_upload_finish checks the end
+ * (truncation, the norm, the __metadata__). Afterwards srv_upload_read replays the body for
+ * the store while scattering the floats into a delta vector for the fold.
+ */
+#ifndef AF_SERVER_UPLOAD_H
+#define AF_SERVER_UPLOAD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "nn/model.h"
+#include "server/coord.h"
+
+typedef struct srv_upload_rules {
+    const nn_model *m;      /* the layout updates must have (borrowed) */
+    double max_norm;        /* plan.max_update_norm */
+    int need_tau;           /* fednova: __metadata__.tau is required */
+    size_t max_len;         /* the body limit (413 beyond) */
+    size_t body_len;        /* the declared Content-Length; 0 when unknown (chunked) */
+} srv_upload_rules;
+
+/* What the metadata says, once srv_upload_finish succeeded (strings owned by the upload). */
+typedef struct srv_update {
+    int attempt;
+    double num_samples, loss, tau;   /* loss/tau NaN when absent */
+    int64_t eval_samples, eval_correct;
+    double eval_loss;                /* NaN when absent */
+    const char *eval_confusion;      /* JSON text as sent, or NULL */
+    const int64_t *confusion;        /* C×C counts, or NULL */
+} srv_update;
+
+typedef struct srv_upload srv_upload;
+
+/* A new upload. With spool_dir the data bytes are kept (in memory up to 1 MiB, beyond in an
+ * unlinked temporary file there, on the database's file system) for srv_upload_read; with
+ * spool_dir NULL they are scattered into delta[n_params] as they come (delta must then be
+ * given). 0 or AF_ENOMEM. */
+int srv_upload_create(const srv_upload_rules *rules, const char *spool_dir, float *delta,
+                      srv_upload **out);
+void srv_upload_free(srv_upload *u);
+
+/* Feeds the next n bytes: 0 while the body is valid so far, else the refusal status (400 with
+ * bad_safetensors/bad_shape/non_finite, 413 too_large) with r filled; later feeds then return
+ * the same status and are ignored. */
+int srv_upload_feed(srv_upload *u, const void *p, size_t n, srv_reply *r);
+/* The body ended: 0 and *out when it is complete, within the norm and with valid metadata;
+ * else the refusal status with r filled (bad_safetensors, over_norm, bad_field). */
+int srv_upload_finish(srv_upload *u, srv_update *out, srv_reply *r);
+
+/* Body length, once finished. */
+size_t srv_upload_len(const srv_upload *u);
+/* Copies body bytes [off, off + n) into buf (for store_report_add_stream) and, for the data
+ * area, the same floats into delta[n_params] at their parameter offsets. Reads must cover the
+ * body in order. 0 or AF_EIO. */
+int srv_upload_read(srv_upload *u, size_t off, void *buf, size_t n, float *delta);
+
+#endif
