@@ -82,6 +82,9 @@ $(TESTS): $(TEST_OBJ) $(CLIENT_OBJ) $(BUILD)/libartificien-server.a $(BUILD)/lib
 $(BUILD)/bench-load: $(BUILD)/bench/load.o $(CLIENT_OBJ) $(BUILD)/libartificien.a
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
+$(BUILD)/bench-secagg: $(BUILD)/bench/secagg.o $(BUILD)/libartificien.a
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
 FORCE:
 $(BUILD)/mpi.flags: FORCE
 	@mkdir -p $(dir $@)
@@ -109,10 +112,10 @@ asan:
 	@ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 tests/run.sh build-asan
 
 bench: deps
-	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory all $(BUILD)/bench-secagg
 	@bench/run.sh $(BUILD)
 
 clean:
 	rm -rf build build-asan
 
--include $(ENGINE_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(CLIENT_OBJ:.o=.d) $(SERVER_OBJ:.o=.d)
+-include $(ENGINE_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(CLIENT_OBJ:.o=.d) $(BUILD)/bench/load.d $(SERVER_OBJ:.o=.d)

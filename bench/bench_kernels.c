@@ -3,9 +3,10 @@
  * A standalone program (not part of `make test`): links build/libartificien.a and prints,
  * per kernel at batch 100 and 10, the time per call and per image and its GFLOP/s; then
  * forward-only inference at batch 1000 over the Fashion-MNIST test set, one training step
- * per phase, and the CBLAS sgemm rate at 512^3 (run it with BLIS_ARCH_TYPE=0 (skx),
- * 6 (zen3) or unset to compare BLIS configurations). Times are the best of several runs
- * of thread CPU time (the machines are shared); wall-clock figures are printed beside.
+ * per phase, train_step on 1 and 2 threads, and the CBLAS sgemm rate at 512^3 (run it with
+ * BLIS_ARCH_TYPE=0 (skx), 6 (zen3) or unset to compare BLIS configurations). Kernel times
+ * are the best of several runs of thread CPU time (the machines are shared); wall-clock
+ * figures are printed beside. `--sgemm` or `--infer` runs only that part.
  *
  *   cc -O3 -march=native -Isrc bench/bench_kernels.c build/libartificien.a \
  *      -lcjson -lz -lblis -lm -pthread -o build/bench_kernels && build/bench_kernels
@@ -17,6 +18,7 @@
 #include <time.h>
 
 #include "core/mem.h"
+#include "core/pool.h"
 #include "core/rng.h"
 #include "data/dataset.h"
 #include "nn/model.h"
@@ -186,6 +188,42 @@ static void bench_sgemm(void)
     af_free(a), af_free(b), af_free(c);
 }
 
+/* Forward-only inference at batch 1000 over the test set: 1 thread (nn_forward), and 1 and
+ * 2 threads through train_evaluate (which adds the loss and the confusion matrix). */
+static void bench_infer(const data_dataset *te, int reps)
+{
+    nn_model *m;
+    if (nn_model_from_file("models/fashion_cnn.json", NULL, &m))
+        return;
+    nn_model_init(m, 1);
+    nn_ws *ws[2] = {nn_ws_create(m, 1000), nn_ws_create(m, 1000)};
+    af_pool *pool = af_pool_create(2);
+    double bc = 1e30, bw = 1e30, be[2] = {1e30, 1e30};
+    const size_t n = te->n / 1000 * 1000;
+    for (int r = 0; r < reps; r++) {
+        double c0 = cpu_now(), w0 = wall_now();
+        for (size_t i = 0; i < n; i += 1000)
+            nn_forward(m, ws[0], te->x + i * te->sample_size, 1000, 0, 0);
+        double c = cpu_now() - c0, w = wall_now() - w0;
+        bc = c < bc ? c : bc;
+        bw = w < bw ? w : bw;
+        for (int t = 0; t < 2; t++) {
+            train_eval ev;
+            w0 = wall_now();
+            train_evaluate(m, ws, t ? pool : NULL, te, NULL, n, &ev);
+            w = wall_now() - w0;
+            be[t] = w < be[t] ? w : be[t];
+        }
+    }
+    printf("inference batch 1000 over %zu test images: nn_forward %.0f img/s (wall), %.0f (CPU "
+           "time); train_evaluate 1 thread %.0f img/s, 2 threads %.0f img/s (wall, best of %d)\n",
+           n, n / bw, n / bc, n / be[0], n / be[1], reps);
+    af_pool_free(pool);
+    nn_ws_free(ws[0]);
+    nn_ws_free(ws[1]);
+    nn_model_free(m);
+}
+
 static void bench_model(const data_dataset *te, int reps)
 {
     nn_model *m;
@@ -295,9 +333,19 @@ static void bench_threads(const data_dataset *te, int reps)
 
 int main(int argc, char **argv)
 {
-    int only_sgemm = argc > 1 && strcmp(argv[1], "--sgemm") == 0;
+    const char *mode = argc > 1 ? argv[1] : "";
+    if (strcmp(mode, "--infer") == 0) {
+        data_dataset *te = NULL;
+        if (data_load_fashion_mnist("fashion-mnist", 0, 0.2860f, 0.3530f, 0, &te)) {
+            printf("Fashion-MNIST test set not found\n");
+            return 1;
+        }
+        bench_infer(te, 7);
+        data_dataset_free(te);
+        return 0;
+    }
     bench_sgemm();
-    if (only_sgemm)
+    if (strcmp(mode, "--sgemm") == 0)
         return 0;
     af_rng g;
     af_rng_seed(&g, 7, 7);
@@ -309,6 +357,7 @@ int main(int argc, char **argv)
         return 0;
     }
     bench_model(te, 5);
+    bench_infer(te, 5);
     bench_threads(te, 5);
     data_dataset_free(te);
     return 0;

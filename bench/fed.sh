@@ -20,7 +20,6 @@ PARTITION=${FED_PARTITION:-dirichlet:0.1}
 SEEDS=${FED_SEEDS:-1 2 3}
 REPS=${FED_REPS:-3}
 mkdir -p "$OUT"
-rm -rf "$OUT"/*.json "$OUT"/*.load "$OUT"/ours_iid_t*
 load() { cut -d' ' -f1-3 /proc/loadavg >"$OUT/$1.load"; }
 
 # ---- 1. IID FedAvg, side by side ----
@@ -29,6 +28,7 @@ load() { cut -d' ' -f1-3 /proc/loadavg >"$OUT/$1.load"; }
 # FED_REPS repetitions, interleaved (PyTorch, 1 thread, 2 threads) so that load from other
 # processes hits all three alike; the report takes the median seconds per round.
 SET="--rounds $ROUNDS --clients 100 --frac 0.1 --batch 10 --lr 0.05"
+rm -rf "$OUT"/torch_iid* "$OUT"/ours_iid*
 echo "== federated: FedAvg, IID, $ROUNDS rounds (K=100, C=0.1, E=1, B=10, lr 0.05), $REPS repetitions"
 have_torch=0
 if [ -x "$PY" ] && "$PY" -c 'import torch, numpy' >/dev/null 2>&1; then
@@ -46,31 +46,35 @@ while [ "$rep" -le "$REPS" ]; do
     for t in 1 2; do
         load "ours_iid_t${t}_r$rep"
         "$BIN" sim $SET --local-epochs 1 --opt sgd --partition iid --heldout 0 --strategy fedavg \
-            --threads "$t" --seed 1 --quiet --json --out "$OUT/ours_iid_t$t" | tail -n 1 \
+            --threads "$t" --seed 1 --quiet --json --out "$OUT/ours_iid_t$t" \
             >"$OUT/ours_iid_t${t}_r$rep.json" || exit 1
     done
     rep=$((rep + 1))
 done
 load ours_iid_t1_fedeval
 "$BIN" sim $SET --local-epochs 1 --opt sgd --partition iid --strategy fedavg --threads 1 \
-    --seed 1 --quiet --json | tail -n 1 >"$OUT/ours_iid_t1_fedeval.json" || exit 1
+    --seed 1 --quiet --json >"$OUT/ours_iid_t1_fedeval.json" || exit 1
 
 # ---- 2. strategies under label skew ----
 # name, strategy, options ("-": defaults), local lr, local epochs. Defaults first, then the
-# server learning rates that did best in a sweep for this case (docs/simulation.md), then FedAvg and SCAFFOLD at a lower
-# local lr, where SCAFFOLD stays stable, then FedAvg and FedProx with 5 local epochs (more
-# client drift, where FedProx's paper finds the proximal term helps).
-echo "== federated: strategies on $PARTITION, $SKEW_ROUNDS rounds, seeds $SEEDS"
-while read -r name strat opts lr epochs; do
-    [ -n "$name" ] || continue
-    [ "$opts" = - ] && opts=""
-    for s in $SEEDS; do
-        "$BIN" sim --clients 100 --frac 0.1 --rounds "$SKEW_ROUNDS" --local-epochs "$epochs" --batch 10 \
-            --lr "$lr" --partition "$PARTITION" --strategy "$strat" ${opts:+--strategy-opts "$opts"} \
-            --threads 2 --seed "$s" --quiet --json | tail -n 1 >"$OUT/skew_${name}_s$s.json" || exit 1
-    done
-    echo "  $name done"
-done <<'EOF'
+# server learning rates that did best in a sweep for this case (docs/simulation.md), then
+# FedAvg and SCAFFOLD at a lower local lr, where SCAFFOLD stays stable, then FedAvg and FedProx
+# with 5 local epochs (more client drift, where FedProx's paper finds the proximal term helps).
+# FED_SKEW_ROUNDS=0 skips this part (keeping the results of the last run that did it).
+if [ "$SKEW_ROUNDS" -gt 0 ]; then
+    echo "== federated: strategies on $PARTITION, $SKEW_ROUNDS rounds, seeds $SEEDS"
+    rm -f "$OUT"/skew_*.json
+    while read -r name strat opts lr epochs; do
+        [ -n "$name" ] || continue
+        [ "$opts" = - ] && opts=""
+        for s in $SEEDS; do
+            "$BIN" sim --clients 100 --frac 0.1 --rounds "$SKEW_ROUNDS" --local-epochs "$epochs" \
+                --batch 10 --lr "$lr" --partition "$PARTITION" --strategy "$strat" \
+                ${opts:+--strategy-opts "$opts"} --threads 2 --seed "$s" --quiet --json \
+                >"$OUT/skew_${name}_s$s.json" || exit 1
+        done
+        echo "  $name done"
+    done <<'EOF'
 fedavg fedavg - 0.05 1
 fedprox fedprox mu=0.01 0.05 1
 fedprox_mu0.1 fedprox mu=0.1 0.05 1
@@ -87,5 +91,6 @@ fedavg_E5 fedavg - 0.05 5
 fedprox_E5 fedprox mu=0.01 0.05 5
 fedprox_mu0.1_E5 fedprox mu=0.1 0.05 5
 EOF
+fi
 
 python3 bench/fed_report.py "$OUT" "$PARTITION"

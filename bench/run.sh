@@ -35,4 +35,5 @@ fi
 python3 bench/report.py "$OUT"
 [ -f bench/fed.sh ] && sh bench/fed.sh "$BUILD"
 [ -f bench/load.sh ] && sh bench/load.sh "$BUILD"
+[ -x "$BUILD/bench-secagg" ] && "$BUILD/bench-secagg" --json "$OUT/secagg.json"
 exit 0

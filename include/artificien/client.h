@@ -90,7 +90,9 @@ typedef struct artificien_data {
 /* Files instead of arrays: loads the training split of an IDX dataset of the MNIST family
  * (train-images-idx3-ubyte[.gz] and train-labels-idx1-ubyte[.gz] in folder `where`, or
  * "fashion-mnist" for the installed one), normalised as above, holding out the last
- * heldout_frac (in [0, 1)) of it. *out owns its arrays: free with artificien_data_free.
+ * heldout_frac (in [0, 1)) of it. The schema is Fashion-MNIST's (name "fashion-mnist", 10
+ * classes): set (*out)->name for another dataset of the family. *out owns its arrays: free
+ * with artificien_data_free (only for data from this function).
  * 0 or ARTIFICIEN_ENOTFOUND/EIO/EFORMAT/ERANGE/ENOMEM with a message naming the file. */
 int artificien_data_load(const char *where, double heldout_frac, artificien_data **out);
 void artificien_data_free(artificien_data *d);
@@ -174,7 +176,8 @@ typedef struct artificien_result {
  * it on the held-out data, train with the plan (epochs, batch, optimizer, lr; FedProx's
  * proximal term when the strategy is fedprox), upload the update (delta = local − received,
  * safetensors with the metadata of docs/api.md) and return what happened in *r.
- * An update whose upload failed is kept and re-sent first by the next cycle.
+ * An update whose upload failed is kept and re-sent first by the next cycle (a re-send
+ * answered "duplicate" means the first one arrived: ARTIFICIEN_TRAINED).
  * Returns 0 (see r->action), or a negative code with artificien_errmsg(c): ARTIFICIEN_ENET
  * (no server, timeout, 5xx: retry later), ARTIFICIEN_EAUTH (token refused; with an
  * enrolment secret the next cycle enrols again), ARTIFICIEN_EFORMAT (a malformed answer). */

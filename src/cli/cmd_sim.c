@@ -1,6 +1,8 @@
 /* cmd_sim.c — `artificien sim`: federated learning simulated over many devices.
  * Writes RUN_DIR/{rounds.csv, partition.csv, balance.json, model.safetensors, config.json}
- * (rank 0 only under MPI) and prints a progress line per round. */
+ * (rank 0 only under MPI) and prints a progress line per round. With --population-stats it
+ * first releases the devices' label histogram through secure aggregation with DP noise
+ * (sim/popstats.h), prints it and writes RUN_DIR/population.json; --rounds 0 stops there. */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -12,7 +14,10 @@
 #include "core/err.h"
 #include "core/fileio.h"
 #include "core/timer.h"
+#include "core/pool.h"
+#include "fed/accountant.h"
 #include "nn/checkpoint.h"
+#include "sim/popstats.h"
 #include "sim/sim.h"
 
 #ifdef AF_HAVE_MPI
@@ -33,13 +38,119 @@ static void csv_num(FILE *f, double v)
         fprintf(f, "%.6f", v);
 }
 
+/* The owner's view of the population statistics, as a table. */
+static void print_population(FILE *f, const sim_popstats *ps, const data_schema *sc, int group)
+{
+    const popstats_result *r = &ps->r;
+    fprintf(f, "population statistics: %u devices in %u secure-aggregation group%s of about %d, "
+               "noise multiplier %g, at most %g samples counted per device\n",
+            ps->devices, ps->groups, ps->groups > 1 ? "s" : "", group, r->z, r->bound);
+    if (isinf(r->epsilon))
+        fprintf(f, "  epsilon inf (no noise: no privacy guarantee) at delta %g\n", r->delta);
+    else
+        fprintf(f, "  epsilon %.4f at delta %g (one Gaussian release, best order %g)\n", r->epsilon, r->delta,
+                r->order);
+    fprintf(f, "  %-14s %10s %9s %8s %8s\n", "class", "count", "+- std", "share", "+- std");
+    for (int k = 0; k < r->n_classes; k++)
+        fprintf(f, "  %-14s %10.1f %9.1f %7.2f%% %7.2f%%\n", sc->class_names[k], r->count[k], r->count_std,
+                100 * r->share[k], 100 * r->share_std[k]);
+    fprintf(f, "  %-14s %10.1f %9.1f\n", "total", r->total, r->total_std);
+    fprintf(f, "  balance: total-variation distance from uniform %.4f (noise alone adds about %.4f)\n",
+            r->tv_uniform, r->tv_noise);
+    fprintf(f, "  %u devices counted, %u dropped, %u clipped to the bound; %u group%s abandoned; %.2fs, "
+               "%.2f MB up, %.2f MB down\n",
+            ps->reported, ps->dropped, ps->clipped, ps->groups_abandoned, ps->groups_abandoned == 1 ? "" : "s",
+            ps->seconds, ps->bytes_up / 1e6, ps->bytes_down / 1e6);
+}
+
+static void json_arr(FILE *f, const double *v, int n)
+{
+    fputc('[', f);
+    for (int i = 0; i < n; i++) {
+        if (i)
+            fputs(", ", f);
+        json_num(f, v[i]);
+    }
+    fputc(']', f);
+}
+
+/* "population": {…} for the --json summary. */
+static void json_population(FILE *f, const sim_popstats *ps)
+{
+    const popstats_result *r = &ps->r;
+    fputs("\"population\": {\"counts\": ", f);
+    json_arr(f, r->count, r->n_classes);
+    fputs(", \"count_std\": ", f);
+    json_num(f, r->count_std);
+    fputs(", \"shares\": ", f);
+    json_arr(f, r->share, r->n_classes);
+    fputs(", \"share_std\": ", f);
+    json_arr(f, r->share_std, r->n_classes);
+    fputs(", \"tv_uniform\": ", f);
+    json_num(f, r->tv_uniform);
+    fputs(", \"tv_noise\": ", f);
+    json_num(f, r->tv_noise);
+    fputs(", \"epsilon\": ", f);
+    json_num(f, r->epsilon);
+    fprintf(f, ", \"delta\": %g, \"reported\": %u, \"seconds\": %.4f}", r->delta, ps->reported, ps->seconds);
+}
+
+/* Runs the population statistics over the simulation's partition (or, with --rounds 0, the
+ * same partition built here), prints the table and writes RUN_DIR/population.json. */
+static int population_stats(const sim_cfg *c, const sim *s, const data_dataset *tr, const sim_popstats_cfg *pc,
+                            const char *out, int json, sim_popstats *ps)
+{
+    data_partition *own = NULL;
+    const data_partition *part = s ? sim_partition(s) : NULL;
+    int rc = 0;
+    if (!part) {
+        data_partition_opts po;
+        data_partition_opts_default(&po);
+        po.heldout_frac = c->heldout_frac; /* as sim_create builds it: the same devices */
+        if (c->clients < 1 || (size_t)c->clients > tr->n)
+            return cli_fail("sim", "--clients must be in [1, %zu], got %d", tr->n, c->clients);
+        if ((rc = data_partition_create(tr->y, tr->n, tr->schema.n_classes, (size_t)c->clients, c->partition,
+                                        c->seed, &po, &own)))
+            return cli_fail("sim", "%s", af_errmsg());
+        part = own;
+    }
+    af_pool *pool = af_pool_create(c->threads);
+    if (!pool) {
+        data_partition_free(own);
+        return cli_fail("sim", "cannot start %d threads", c->threads);
+    }
+    rc = sim_popstats_run(part, tr->y, pc, pool, ps);
+    af_pool_free(pool);
+    data_partition_free(own);
+    if (!rc && out) {
+        char path[4096];
+        const char *names[POPSTATS_MAX_CLASSES];
+        for (int k = 0; k < tr->schema.n_classes && k < POPSTATS_MAX_CLASSES; k++)
+            names[k] = tr->schema.class_names[k];
+        snprintf(path, sizeof path, "%s/population.json", out);
+        rc = af_mkdir_p(out);
+        if (!rc)
+            rc = sim_popstats_write_json(ps, pc, names, path);
+    }
+    if (rc)
+        return cli_fail("sim", "%s", af_errmsg());
+    if (!json)
+        print_population(stdout, ps, &tr->schema, pc->group);
+    fflush(stdout);
+    return 0;
+}
+
 int cmd_sim(int argc, char **argv)
 {
     sim_cfg c;
     sim_cfg_defaults(&c);
     const char *spec = NULL, *data = "fashion-mnist", *out = NULL, *opt = "sgd", *init = NULL;
     double lr = NAN, momentum = 0.0, wd = 0.0;
-    int json = 0, quiet = 0, limit = 0;
+    int json = 0, quiet = 0, limit = 0, popstats = 0;
+    sim_popstats_cfg pc;
+    sim_popstats_cfg_defaults(&pc);
+    double st_noise = NAN, st_bound = NAN, st_delta = NAN;
+    int st_group = 0;
     const arg_opt opts[] = {
         {"model", ARG_STR, &spec, "model spec JSON (default: models/fashion_cnn.json)"},
         {"init", ARG_STR, &init, "initial weights (.safetensors) instead of a fresh init"},
@@ -74,7 +185,12 @@ int cmd_sim(int argc, char **argv)
         {"secagg", ARG_FLAG, &c.secagg, "secure aggregation (Bonawitz et al. 2017) of each round's updates"},
         {"secagg-threshold", ARG_INT, &c.secagg_threshold, "secure aggregation threshold t (default ceil(2/3 of per round))"},
         {"secagg-range", ARG_FLOAT, &c.secagg_range, "secagg without DP: bound on |delta| per value for fixed point (default 1)"},
-        {"out", ARG_STR, &out, "RUN_DIR for rounds.csv, partition.csv, balance.json, model, config"},
+        {"population-stats", ARG_FLAG, &popstats, "before training, release the devices' label histogram with secure aggregation and DP (--rounds 0: only that)"},
+        {"stats-noise", ARG_FLOAT, &st_noise, "population statistics: noise multiplier z (default 2; 0 = no DP)"},
+        {"stats-bound", ARG_FLOAT, &st_bound, "population statistics: samples a device counts at most (default 100)"},
+        {"stats-group", ARG_INT, &st_group, "population statistics: devices per secure-aggregation group (default 100)"},
+        {"stats-delta", ARG_FLOAT, &st_delta, "population statistics: delta (default --dp-delta, else min(1e-5, 0.1/clients))"},
+        {"out", ARG_STR, &out, "RUN_DIR for rounds.csv, partition.csv, balance.json, population.json, model, config"},
         {"quiet", ARG_FLAG, &quiet, "no progress lines"},
         {"json", ARG_FLAG, &json, "print a JSON summary as the last line of stdout"},
         {0},
@@ -92,6 +208,22 @@ int cmd_sim(int argc, char **argv)
     c.opt.weight_decay = (float)wd;
     if (limit < 0)
         return cli_fail("sim", "--limit must be >= 0");
+    if (!popstats && (!isnan(st_noise) || !isnan(st_bound) || !isnan(st_delta) || st_group))
+        return cli_fail("sim", "--stats-noise, --stats-bound, --stats-group and --stats-delta need --population-stats");
+    if (c.rounds == 0 && !popstats)
+        return cli_fail("sim", "--rounds must be >= 1 (0 only with --population-stats), got 0");
+    /* the statistics' δ defaults to the training's, so that the two compose at one δ */
+    const double train_delta = c.dp_delta > 0 ? c.dp_delta : fmin(1e-5, 0.1 / (c.clients > 0 ? c.clients : 1));
+    if (!isnan(st_noise))
+        pc.z = st_noise;
+    if (!isnan(st_bound))
+        pc.bound = st_bound;
+    if (st_group)
+        pc.group = st_group;
+    pc.delta = isnan(st_delta) ? train_delta : st_delta;
+    pc.dropout = c.dropout;
+    pc.seed = c.seed;
+    const int stats_only = popstats && c.rounds == 0;
     int rank = 0, size = 1, mpi = 0;
 #ifdef AF_HAVE_MPI
     if (getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMI_SIZE")) {
@@ -117,10 +249,24 @@ int cmd_sim(int argc, char **argv)
         rc = cli_fail("sim", "%s", af_errmsg());
         goto done;
     }
+    sim_popstats ps;
+    if (stats_only) { /* the statistics alone, before any training is decided */
+        if (rank == 0) {
+            rc = population_stats(&c, NULL, tr, &pc, out, json, &ps);
+            if (!rc && json) {
+                fputc('{', stdout);
+                json_population(stdout, &ps);
+                fputs("}\n", stdout);
+            }
+        }
+        goto done;
+    }
     if (sim_create(&c, m, tr, te, &s)) {
         rc = cli_fail("sim", "%s", af_errmsg());
         goto done;
     }
+    if (popstats && rank == 0 && (rc = population_stats(&c, s, tr, &pc, out, json, &ps)))
+        goto done;
     rounds = calloc((size_t)c.rounds, sizeof *rounds);
     if (!rounds) {
         rc = cli_fail("sim", "out of memory");
@@ -178,6 +324,22 @@ int cmd_sim(int argc, char **argv)
         goto done;
     }
     c.rounds = n_run; /* the outputs describe the rounds that ran (fewer if the budget stopped it) */
+    /* the statistics' release and the training both touch every device: their RDP curves add */
+    double eps_total = NAN;
+    if (popstats) {
+        const int per_round = c.per_round ? c.per_round : (int)fmax(1, lround(c.frac * c.clients));
+        acct a;
+        if (!acct_init(&a, NULL, 0) && !acct_step(&a, 1.0, pc.z, 1) &&
+            (c.dp_clip <= 0 || !acct_step(&a, (double)per_round / c.clients, c.dp_noise, n_run)) &&
+            acct_epsilon(&a, train_delta, &eps_total, NULL))
+            eps_total = NAN;
+        if (c.dp_clip <= 0) /* training without DP has no guarantee at all */
+            eps_total = INFINITY;
+        if (lead && !quiet)
+            fprintf(stderr, "privacy: population statistics (epsilon %.4f at delta %g) and training together: "
+                            "epsilon %.4f at delta %g\n",
+                    ps.r.epsilon, pc.delta, eps_total, train_delta);
+    }
     if (lead && out) {
         char path[4096];
         if (af_mkdir_p(out)) {
@@ -293,8 +455,15 @@ int cmd_sim(int argc, char **argv)
         }
         printf("], \"final_accuracy\": ");
         json_num(stdout, rounds[c.rounds - 1].test_accuracy);
-        printf(", \"clients\": %d, \"seconds_per_round\": %.4f, \"peak_rss_mb\": %.1f, \"mpi_ranks\": %d}\n",
+        printf(", \"clients\": %d, \"seconds_per_round\": %.4f, \"peak_rss_mb\": %.1f, \"mpi_ranks\": %d",
                c.clients, run_s / c.rounds, af_peak_rss_mb(), size);
+        if (popstats) {
+            printf(", ");
+            json_population(stdout, &ps);
+            printf(", \"epsilon_total\": ");
+            json_num(stdout, eps_total);
+        }
+        printf("}\n");
     } else if (lead && !quiet) {
         printf("final test accuracy %.4f after %d rounds (%.2fs per round)\n",
                rounds[c.rounds - 1].test_accuracy, c.rounds, run_s / c.rounds);

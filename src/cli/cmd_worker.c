@@ -4,6 +4,7 @@
  * SIGTERM/SIGINT, --rounds-max accepted updates, or --idle-exit seconds without a task.
  * Layer `cli`: prints one line per task on stdout and errors on stderr; exits 0 when stopped.
  */
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,11 +20,14 @@
 #include "data/idx.h"
 #include "data/partition.h"
 
-static artificien_client *g_client;
+static artificien_client *volatile g_client;
+static volatile sig_atomic_t g_stopped;
 
+/* SIGTERM/SIGINT: a clean stop, also while the shard is still loading */
 static void on_signal(int sig)
 {
     (void)sig;
+    g_stopped = 1;
     if (g_client)
         artificien_client_stop(g_client);
 }
@@ -55,9 +59,11 @@ static int read_idx_file(const char *dir, const char *name, idx_array *a)
 }
 
 /* Reads only the labels to partition, then gathers device `dev`'s images from the uint8
- * file (a worker never holds the whole split as floats: ~50 MB peak instead of ~190 MB). */
+ * file (a worker never holds the whole split as floats: ~50 MB peak instead of ~190 MB).
+ * max_train > 0 keeps only the first max_train training samples of the shard (and held-out
+ * samples in the --heldout proportion). */
 static int load_shard(const char *where, const char *spec, size_t dev, size_t n_dev,
-                      uint64_t seed, double heldout, shard *s)
+                      uint64_t seed, double heldout, size_t max_train, shard *s)
 {
     memset(s, 0, sizeof *s);
     char dir[4096];
@@ -81,10 +87,15 @@ static int load_shard(const char *where, const char *spec, size_t dev, size_t n_
     po.heldout_frac = heldout;
     if ((rc = data_partition_create(lab.data, lab.count, 10, n_dev, spec, seed, &po, &p)))
         goto done;
-    size_t nt, nh, na;
-    const uint32_t *all = data_partition_device(p, dev, &na);
-    data_partition_train(p, dev, &nt);
-    data_partition_heldout(p, dev, &nh);
+    size_t nt, nh;
+    const uint32_t *tr = data_partition_train(p, dev, &nt);
+    const uint32_t *ho = data_partition_heldout(p, dev, &nh);
+    if (max_train > 0 && nt > max_train) {
+        size_t keep = (size_t)llround((double)max_train * heldout / (1.0 - heldout));
+        nt = max_train;
+        nh = keep < nh ? keep : nh;
+    }
+    size_t na = nt + nh;
     s->h = (int)img.dims[1];
     s->w = (int)img.dims[2];
     size_t ss = (size_t)s->h * s->w;
@@ -98,10 +109,11 @@ static int load_shard(const char *where, const char *spec, size_t dev, size_t n_
     for (int v = 0; v < 256; v++)
         lut[v] = (float)(((double)v / 255.0 - 0.2860) / 0.3530);
     for (size_t i = 0; i < na; i++) {
-        const uint8_t *src = img.data + (size_t)all[i] * ss;
+        uint32_t k = i < nt ? tr[i] : ho[i - nt];
+        const uint8_t *src = img.data + (size_t)k * ss;
         for (size_t j = 0; j < ss; j++)
             s->x[i * ss + j] = lut[src[j]];
-        s->y[i] = lab.data[all[i]];
+        s->y[i] = lab.data[k];
     }
     s->n = na;
     s->n_train = nt;
@@ -188,7 +200,7 @@ int cmd_worker(int argc, char **argv)
     const char *server = NULL, *secret = NULL, *token = NULL, *token_file = NULL;
     const char *data = "fashion-mnist", *partition = "iid", *shard_s = "0/1";
     uint64_t seed = 1;
-    int rounds_max = 0, threads = 1, quiet = 0, max_epochs = 0;
+    int rounds_max = 0, threads = 1, quiet = 0, max_epochs = 0, max_samples = 0;
     double heldout = 0.1, idle_exit = 0, max_seconds = 0, max_memory_mb = 0, timeout = 60;
     double max_params = 0;
     const arg_opt opts[] = {
@@ -201,6 +213,7 @@ int cmd_worker(int argc, char **argv)
         {"shard", ARG_STR, &shard_s, "I/N: this device holds shard I of N (default 0/1)"},
         {"seed", ARG_U64, &seed, "partition seed, and local shuffling (default 1)"},
         {"heldout", ARG_FLOAT, &heldout, "held-out share of the shard for federated evaluation (default 0.1)"},
+        {"max-samples", ARG_INT, &max_samples, "keep at most this many of the shard's training samples (a smaller device)"},
         {"rounds-max", ARG_INT, &rounds_max, "exit 0 after this many accepted updates (default: no limit)"},
         {"idle-exit", ARG_FLOAT, &idle_exit, "exit 0 after this many seconds without a task, once one was done"},
         {"threads", ARG_INT, &threads, "training threads (default 1)"},
@@ -235,14 +248,19 @@ int cmd_worker(int argc, char **argv)
         cli_fail("worker", "--heldout must be in [0, 1), got %g", heldout);
         return 2;
     }
-    if (threads < 1 || threads > 64 || rounds_max < 0 || max_epochs < 0 || !(idle_exit >= 0) ||
+    if (threads < 1 || threads > 64 || rounds_max < 0 || max_epochs < 0 || max_samples < 0 || !(idle_exit >= 0) ||
         !(max_params >= 0) || !(max_seconds >= 0) || !(max_memory_mb >= 0) || !(timeout > 0)) {
-        cli_fail("worker", "--threads must be in [1, 64] and the caps, --timeout and --idle-exit >= 0");
+        cli_fail("worker", "--threads must be in [1, 64]; the caps, --max-samples, --timeout and --idle-exit >= 0");
         return 2;
     }
+    struct sigaction sa = {0};
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
     shard s;
     double t0 = af_now();
-    if (load_shard(data, partition, si, sn, seed, heldout, &s))
+    if (load_shard(data, partition, si, sn, seed, heldout, (size_t)max_samples, &s))
         return cli_fail("worker", "%s", af_errmsg());
     char name[64];
     snprintf(name, sizeof name, "worker %lu/%lu", si, sn);
@@ -273,11 +291,8 @@ int cmd_worker(int argc, char **argv)
         return cli_fail("worker", "%s", artificien_errmsg(NULL));
     }
     g_client = c;
-    struct sigaction sa = {0};
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
+    if (g_stopped) /* a signal before g_client was set */
+        artificien_client_stop(c);
     worker_ctx w = {.name = name, .quiet = quiet, .idle_exit = idle_exit, .last_task = af_now()};
     artificien_run_opts ro = {.max_tasks = rounds_max, .on_cycle = on_cycle, .user = &w};
     int rc = artificien_client_run(c, &ro);

@@ -309,8 +309,9 @@ static int enrol(artificien_client *c)
     return 0;
 }
 
-/* POST /v1/checkin. *task is set (caller frees with cJSON_Delete) when told to train. */
-static int checkin(artificien_client *c, int good, artificien_result *res, cJSON **task_root,
+/* POST /v1/checkin (the app's good_time has said yes: every condition is true). *task_root
+ * is set (caller frees with cJSON_Delete) when told to train. */
+static int checkin(artificien_client *c, artificien_result *res, cJSON **task_root,
                    const cJSON **task)
 {
     *task_root = NULL;
@@ -318,10 +319,9 @@ static int checkin(artificien_client *c, int good, artificien_result *res, cJSON
     const artificien_caps *k = &c->cfg.caps;
     char body[1024];
     snprintf(body, sizeof body,
-             "{\"dataset\":%s,\"conditions\":{\"charging\":%s,\"idle\":%s,\"unmetered\":%s},"
+             "{\"dataset\":%s,\"conditions\":{\"charging\":true,\"idle\":true,\"unmetered\":true},"
              "\"caps\":{\"max_params\":%zu,\"max_epochs\":%d,\"max_seconds\":%.0f,\"max_memory\":%zu}}",
-             c->schema_json, good ? "true" : "false", good ? "true" : "false",
-             good ? "true" : "false", k->max_params, k->max_epochs, k->max_seconds, k->max_memory);
+             c->schema_json, k->max_params, k->max_epochs, k->max_seconds, k->max_memory);
     client_http_resp r;
     int rc = client_http_request(c->http, "POST", "/v1/checkin", c->token, "application/json",
                                  body, strlen(body), NULL, (size_t)16 << 20, &r);
@@ -436,6 +436,13 @@ static int upload(artificien_client *c, artificien_result *res)
     if (!res->reason[0])
         snprintf(res->reason, sizeof res->reason, "http_%ld", r.status);
     client_http_resp_free(&r);
+    if (c->pend_tries > 0 && r.status == 409 && strcmp(res->reason, "duplicate") == 0) {
+        /* a re-send after a failed exchange: the first one reached the disk, its ack did not */
+        res->action = ARTIFICIEN_TRAINED;
+        res->http_status = 0;
+        res->reason[0] = 0;
+        snprintf(res->message, sizeof res->message, "accepted before the connection failed");
+    }
     return 0;
 }
 
@@ -574,15 +581,14 @@ int artificien_client_run_once(artificien_client *c, artificien_result *res)
         if ((rc = enrol(c)))
             return fail(c, rc);
     }
-    int good = c->cfg.good_time ? c->cfg.good_time(c->cfg.user) != 0 : 1;
-    if (!good) {
+    if (c->cfg.good_time && !c->cfg.good_time(c->cfg.user)) {
         res->action = ARTIFICIEN_NOT_NOW;
         res->retry_after = c->cfg.not_now_s;
         return 0;
     }
     cJSON *root;
     const cJSON *tj;
-    if ((rc = checkin(c, good, res, &root, &tj)))
+    if ((rc = checkin(c, res, &root, &tj)))
         return fail(c, rc);
     if (!root)
         return 0; /* wait */

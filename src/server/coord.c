@@ -504,12 +504,6 @@ static void close_if_due(srv_coord *c, proj *p, double now)
         abandon_round(c, p, now);
 }
 
-void srv_coord_checkpoint(srv_coord *c)
-{
-    if (store_wal_checkpoint(c->st, NULL))
-        af_log(AF_LOG_WARN, "checkpoint_failed", "error=\"%s\"", af_errmsg());
-}
-
 void srv_coord_tick(srv_coord *c)
 {
     pthread_mutex_lock(&c->mu);

@@ -116,8 +116,5 @@ void srv_coord_report_finish(srv_coord *c, const srv_principal *who, int64_t id,
 /* Closes every open attempt whose deadline has passed: commit if it has min_reports, else
  * abandon (the next check-in opens a new attempt). Called by the server's timer thread. */
 void srv_coord_tick(srv_coord *c);
-/* Copies the database's write-ahead log into the database without taking the coordinator's
- * lock (store_wal_checkpoint). Called by the timer thread only. */
-void srv_coord_checkpoint(srv_coord *c);
 
 #endif

@@ -488,7 +488,6 @@ static void *timer_main(void *arg)
             break;
         pthread_mutex_unlock(&s->tmu);
         srv_coord_tick(s->coord);
-        srv_coord_checkpoint(s->coord);
         pthread_mutex_lock(&s->tmu);
     }
     pthread_mutex_unlock(&s->tmu);

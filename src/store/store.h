@@ -5,8 +5,7 @@
  * The schema is versioned with PRAGMA user_version and migrated on open, one transaction per
  * step (docs/coordinator.md lists the tables). Every function that changes several rows does
  * it in one transaction, so a process killed at any moment leaves either all or none of it.
- * A store handle is not thread-safe: the server serialises calls with its own lock, except
- * store_wal_checkpoint, which has a connection of its own.
+ * A store handle is not thread-safe: the server serialises calls with its own lock.
  *
  *   store *st; store_open("artificien.db", 0, &st);
  *   store_report_add(st, &key, &rep);      // committed (in the WAL) when it returns 0
@@ -33,12 +32,6 @@ typedef struct store store;
 int store_open(const char *path, int durable_full, store **out);
 /* Closes it; NULL is fine. */
 void store_close(store *st);
-
-/* Copies committed WAL pages into the database (a passive checkpoint, on a connection of its
- * own: it never blocks the writer, and may run concurrently with every other store call but
- * itself). *frames (may be NULL) receives the WAL frames still to copy. 0 or AF_EIO. The
- * writer connection never checkpoints by itself: call this regularly. */
-int store_wal_checkpoint(store *st, int *frames);
 
 /* The database's PRAGMA user_version. */
 int store_schema_version(store *st);

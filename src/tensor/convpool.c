@@ -320,26 +320,55 @@ static void zero_floats(float *a, size_t n) /* n a multiple of 16, a aligned */
 /* ---- grid layout ------------------------------------------------------------------- */
 
 /* Forward of grid vector m for channels oc0..oc0+OB-1: per tap one weight broadcast per
- * channel, one plane load per phase. */
-AI void grid_fwd(const tn_convpool *p, const int OB, int m, int oc0, const float *xp,
-                 const float *wt, const float *bias, float *y, uint16_t *mask)
+ * channel, one plane load per phase. KK > 0: the kernel size is known at compile time, the
+ * taps are unrolled and every address is a constant offset from one of four plane
+ * pointers; KK = 0: any size, plane offsets from the koff table. wb holds this channel
+ * block's weights, tap-major: wb[k·OB + j]. */
+AI void grid_fwd(const tn_convpool *p, const int OB, const int KK, int m, int oc0,
+                 const float *xp, const float *wb, const float *bias, float *y, uint16_t *mask)
 {
-    const int OC = p->OC;
     __m512 acc[6][4];
     for (int j = 0; j < OB; j++)
         for (int q = 0; q < 4; q++)
             acc[j][q] = _mm512_setzero_ps();
-    const float *xm = xp + 16 * m, *wk = wt + oc0;
-    const int32_t *ko = p->koff;
-    for (int kk = 0; kk < p->K; kk++, ko += 4, wk += OC) {
-        __m512 x0 = _mm512_loadu_ps(xm + ko[0]), x1 = _mm512_loadu_ps(xm + ko[1]);
-        __m512 x2 = _mm512_loadu_ps(xm + ko[2]), x3 = _mm512_loadu_ps(xm + ko[3]);
-        for (int j = 0; j < OB; j++) {
-            __m512 wj = _mm512_set1_ps(wk[j]);
-            acc[j][0] = _mm512_fmadd_ps(wj, x0, acc[j][0]);
-            acc[j][1] = _mm512_fmadd_ps(wj, x1, acc[j][1]);
-            acc[j][2] = _mm512_fmadd_ps(wj, x2, acc[j][2]);
-            acc[j][3] = _mm512_fmadd_ps(wj, x3, acc[j][3]);
+    if (KK) {
+        const size_t wp = p->wp, ps = p->pstride;
+        for (int c = 0; c < p->C; c++) {
+            const float *b0 = xp + (size_t)c * 4 * ps + 16 * m;
+            const float *pl[4] = {b0, b0 + ps, b0 + 2 * ps, b0 + 3 * ps};
+            const float *wc = wb + (size_t)c * KK * KK * OB;
+#pragma GCC unroll 8
+            for (int u = 0; u < KK; u++)
+#pragma GCC unroll 8
+                for (int v = 0; v < KK; v++) {
+                    __m512 xv[4];
+#pragma GCC unroll 4
+                    for (int q = 0; q < 4; q++) {
+                        const int s = u + (q >> 1), t = v + (q & 1);
+                        xv[q] = _mm512_loadu_ps(pl[(s & 1) * 2 + (t & 1)] + (s >> 1) * wp + (t >> 1));
+                    }
+                    const float *wk = wc + (u * KK + v) * OB;
+#pragma GCC unroll 6
+                    for (int j = 0; j < OB; j++) {
+                        const __m512 wj = _mm512_set1_ps(wk[j]);
+                        for (int q = 0; q < 4; q++)
+                            acc[j][q] = _mm512_fmadd_ps(wj, xv[q], acc[j][q]);
+                    }
+                }
+        }
+    } else {
+        const float *xm = xp + 16 * m, *wk = wb;
+        const int32_t *ko = p->koff;
+        for (int kk = 0; kk < p->K; kk++, ko += 4, wk += OB) {
+            __m512 x0 = _mm512_loadu_ps(xm + ko[0]), x1 = _mm512_loadu_ps(xm + ko[1]);
+            __m512 x2 = _mm512_loadu_ps(xm + ko[2]), x3 = _mm512_loadu_ps(xm + ko[3]);
+            for (int j = 0; j < OB; j++) {
+                __m512 wj = _mm512_set1_ps(wk[j]);
+                acc[j][0] = _mm512_fmadd_ps(wj, x0, acc[j][0]);
+                acc[j][1] = _mm512_fmadd_ps(wj, x1, acc[j][1]);
+                acc[j][2] = _mm512_fmadd_ps(wj, x2, acc[j][2]);
+                acc[j][3] = _mm512_fmadd_ps(wj, x3, acc[j][3]);
+            }
         }
     }
     const __mmask16 vm = p->vmask[m];
@@ -355,14 +384,27 @@ AI void grid_fwd(const tn_convpool *p, const int OB, int m, int oc0, const float
     }
 }
 
+#define GFWD_CASE(ob, kk)                                                                  \
+    case (ob) * 8 + (kk):                                                                  \
+        grid_fwd(p, ob, kk, m, oc0, xq, wb, bias, yn, mn);                                 \
+        break;
+
 static void grid_forward(const tn_convpool *p, int b, const float *x, const float *w,
                          const float *bias, float *y, uint16_t *mask, float *scratch)
 {
     const int OC = p->OC, K = p->K;
     const size_t in_n = (size_t)p->C * p->H * p->W, out_n = tn_convpool_out_n(p);
-    const size_t mask_n = tn_convpool_mask_n(p), planes = (size_t)p->C * 4 * p->pstride;
+    const size_t mask_n = tn_convpool_mask_n(p), planes = p->planes;
     float *xp = scratch + p->off_xp, *wt = scratch + p->off_wt;
-    tn_transpose(OC, K, w, wt); /* wt (K, OC) = w^T: one broadcast row per tap */
+    /* weights by blocks of 6 channels, tap-major inside a block: wt[oc0·K + k·ob + j] */
+    for (int oc0 = 0; oc0 < OC; oc0 += 6) {
+        const int ob = OC - oc0 < 6 ? OC - oc0 : 6;
+        for (int kk = 0; kk < K; kk++)
+            for (int j = 0; j < ob; j++)
+                wt[(size_t)oc0 * K + (size_t)kk * ob + j] = w[(size_t)(oc0 + j) * K + kk];
+    }
+    /* unrolled taps for the common kernel sizes (the case value 0 takes the table) */
+    const int kk = p->k == 3 || p->k == 5 ? p->k : 0;
     split(p, x, xp);
     for (int n = 0; n < b; n++) {
         if (n + 1 < b) /* split one sample ahead: its stores are done before they are read */
@@ -372,13 +414,15 @@ static void grid_forward(const tn_convpool *p, int b, const float *x, const floa
         uint16_t *mn = mask + n * mask_n;
         for (int m = 0; m < p->nvec; m++)
             for (int oc0 = 0; oc0 < OC; oc0 += 6) {
-                switch (OC - oc0 < 6 ? OC - oc0 : 6) {
-                case 1: grid_fwd(p, 1, m, oc0, xq, wt, bias, yn, mn); break;
-                case 2: grid_fwd(p, 2, m, oc0, xq, wt, bias, yn, mn); break;
-                case 3: grid_fwd(p, 3, m, oc0, xq, wt, bias, yn, mn); break;
-                case 4: grid_fwd(p, 4, m, oc0, xq, wt, bias, yn, mn); break;
-                case 5: grid_fwd(p, 5, m, oc0, xq, wt, bias, yn, mn); break;
-                default: grid_fwd(p, 6, m, oc0, xq, wt, bias, yn, mn); break;
+                const float *wb = wt + (size_t)oc0 * K;
+                switch ((OC - oc0 < 6 ? OC - oc0 : 6) * 8 + kk) {
+                    GFWD_CASE(1, 0) GFWD_CASE(2, 0) GFWD_CASE(3, 0)
+                    GFWD_CASE(4, 0) GFWD_CASE(5, 0) GFWD_CASE(6, 0)
+                    GFWD_CASE(1, 3) GFWD_CASE(2, 3) GFWD_CASE(3, 3)
+                    GFWD_CASE(4, 3) GFWD_CASE(5, 3) GFWD_CASE(6, 3)
+                    GFWD_CASE(1, 5) GFWD_CASE(2, 5) GFWD_CASE(3, 5)
+                    GFWD_CASE(4, 5) GFWD_CASE(5, 5) GFWD_CASE(6, 5)
+                default: break;
                 }
             }
     }

@@ -4,8 +4,9 @@
  * rows of w accumulate 16 vectors along `in`, one add tree folds them into the 16 outputs)
  * or, with w transposed once by the caller, `out` in lanes (tn_dense_forward_t). That form
  * and the backward dx = dy w, dw += dy^T x share one kernel: 4 broadcast rows × up to 6
- * vectors per block, 24 accumulators, bias/ReLU/ReLU-mask epilogues. Block edges reuse the last row instead of branching; those
- * duplicates are never stored. Without AVX-512 everything goes through the CBLAS.
+ * vectors per block, 24 accumulators, bias/ReLU/ReLU-mask epilogues. Block edges reuse the
+ * last row instead of branching; those duplicates are never stored. Without AVX-512
+ * everything goes through the CBLAS.
  */
 #include "tensor/dense.h"
 

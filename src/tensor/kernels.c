@@ -2,7 +2,10 @@
  *
  * Convolution is im2col + GEMM over chunks of G samples at once, so the GEMMs are wide
  * (N = G·oh·ow) while the column buffer stays cache-sized. GEMM goes to the CBLAS (BLIS).
- * Everything here must agree with kernels_ref.c to float32 rounding; tests/tensor checks it.
+ * Linear layers go to the small-GEMM kernels of dense.c; the conv → ReLU → 2x2 pool blocks
+ * of small CNNs have fused direct kernels in convpool.c, which the model uses instead of
+ * these where the shape allows. Everything here must agree with kernels_ref.c to float32
+ * rounding; tests/tensor checks it.
  */
 #include "tensor/kernels.h"
 

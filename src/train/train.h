@@ -2,9 +2,11 @@
  *
  * Layer `train`: uses core, tensor, nn, data. A trainer binds one model to its workspaces,
  * gradient buffers and optimizer state, all sized once: a step allocates nothing. With
- * threads > 1 a mini-batch is split into equal chunks, one per thread; each thread runs
- * forward/backward on its chunk into its own gradient buffer, and the buffers are summed in
- * thread order (deterministic for a given thread count) before the optimizer step.
+ * threads > 1 a mini-batch is split into equal chunks, one per thread; whichever thread is
+ * free runs forward/backward on a chunk, with that chunk's workspace, into that chunk's
+ * gradient buffer; then the threads split the parameters into ranges and, per range, sum
+ * the buffers in chunk order and apply the optimizer. Results are deterministic for a given
+ * thread count (they depend on the chunking, not on which thread ran what).
  * The same trainer serves central training and a simulated device's local epochs.
  */
 #ifndef AF_TRAIN_TRAIN_H

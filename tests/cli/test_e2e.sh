@@ -14,6 +14,14 @@ trap 'exit 1' INT TERM
 fl_watchdog 600
 FL_DB="$FL_DIR/a.db"
 N=10
+MIN_ACC=0.80
+WOPTS=""
+if [ "$FL_SLOW" = 1 ]; then
+    # a sanitizer build: 1,000 training samples per device; the accuracy bar follows
+    MIN_ACC=0.70
+    WOPTS="--max-samples 1000"
+    echo "note sanitizer build: each device keeps 1,000 training samples, accuracy bar $MIN_ACC"
+fi
 
 check "coordinator listens on a free loopback port" fl_serve "$FL_DB" 127.0.0.1:0 "$FL_DIR/serve.log"
 case "$FL_URL" in http://127.0.0.1:[0-9]*) ok "URL is $FL_URL" ;; *) ko "URL '$FL_URL'"; finish; exit 1 ;; esac
@@ -21,9 +29,11 @@ id=$(fl_project e2e '{"strategy": "fedavg", "rounds": 10, "devices_per_round": 1
   "over_selection": 1.3, "round_deadline_s": 60, "local_epochs": 2, "batch": 10,
   "optimizer": "sgd", "lr": 0.05, "dataset": "fashion-mnist"}')
 check "owner and project created (id '$id')" test -n "$id"
+[ -n "$id" ] || { tail -n 20 "$FL_DIR/serve.log"; finish; exit 1; }
 
 i=0
-while [ $i -lt $N ]; do fl_worker w$i $i/$N dirichlet:0.5; i=$((i + 1)); done
+# shellcheck disable=SC2086
+while [ $i -lt $N ]; do fl_worker w$i $i/$N dirichlet:0.5 $WOPTS; i=$((i + 1)); done
 t0=$(date +%s)
 check "the project is done within 400 s" fl_wait_for 400 "$id" 's["status"] == "done"'
 echo "     10 rounds took $(($(date +%s) - t0)) s with $N workers"
@@ -38,7 +48,7 @@ check "project pull writes the model" "$AF_BIN" project pull --server "$FL_URL" 
 check "pull leaves no temporary file" test -z "$(ls "$FL_DIR" | grep '\.tmp')"
 acc=$("$AF_BIN" eval --model "$model" --data fashion-mnist --json | sed -n 's/.*"accuracy": *\([0-9.]*\).*/\1/p')
 echo "     test accuracy after 10 rounds: $acc"
-check "test accuracy >= 0.80 (got $acc)" awk -v a="$acc" 'BEGIN { exit !(a != "" && a >= 0.80) }'
+check "test accuracy >= $MIN_ACC (got $acc)" awk -v a="$acc" -v m="$MIN_ACC" 'BEGIN { exit !(a != "" && a >= m) }'
 check "the round-10 checkpoint is the latest one" "$AF_BIN" project pull --server "$FL_URL" --key-file "$FL_DIR/owner.key" "$id" --round 10 --out "$FL_DIR/r10.safetensors"
 check "  ... byte for byte" cmp -s "$model" "$FL_DIR/r10.safetensors"
 
@@ -107,7 +117,7 @@ perms=$(for i in 0 1 2; do stat -c %a "$FL_DIR/w$i.token"; done | sort -u)
 check "device tokens are kept in 0600 files" test "$perms" = 600
 rss=$(cat "$FL_DIR"/w*.log | sed -n 's/.*rss \([0-9]*\) MiB (peak \([0-9]*\)).*/\1 \2/p' | sort -n | tail -n 1)
 echo "     largest worker RSS during a round: ${rss%% *} MiB (peak since start ${rss##* } MiB)"
-check "worker RSS during a round < 100 MiB" test -n "$rss" -a "${rss%% *}" -lt 100
+[ "$FL_SLOW" = 1 ] || check "worker RSS during a round < 100 MiB" test -n "$rss" -a "${rss%% *}" -lt 100
 
 # clean shutdown: workers and the coordinator exit 0 on SIGTERM
 kill $FL_WPIDS 2>/dev/null
@@ -122,5 +132,6 @@ kill "$FL_SPID"
 n=0; while kill -0 "$FL_SPID" 2>/dev/null && [ $n -lt 100 ]; do sleep 0.1; n=$((n + 1)); done
 wait "$FL_SPID"; s=$?
 check "coordinator exits 0 on SIGTERM" test "$s" = 0
+check "no sanitizer report in any log" test -z "$(grep -l 'Sanitizer\|runtime error' "$FL_DIR"/*.log)"
 [ "$fail" = 0 ] || { echo "--- coordinator log"; tail -n 20 "$FL_DIR/serve.log"; echo "--- worker 0"; tail -n 5 "$FL_DIR/w0.log"; }
 finish

@@ -18,12 +18,23 @@ FL_DB="$FL_DIR/a.db"
 LOG="$FL_DIR/serve.log"
 
 check "coordinator listens on a free loopback port" fl_serve "$FL_DB" 127.0.0.1:0 "$LOG"
+[ -n "$FL_URL" ] || { tail -n 20 "$LOG"; finish; exit 1; }
 port=${FL_URL##*:}
 
 # ---- A: the coordinator is killed mid-round ----------------------------------------------
 # 8 reports wanted, 6 devices: the round can only close at its deadline, so it is open with
 # acknowledged reports for a while
-i=0; while [ $i -lt 6 ]; do fl_worker a$i $i/6 iid; i=$((i + 1)); done
+SMALL=""
+EB=5
+DC=6
+if [ "$FL_SLOW" = 1 ]; then
+    SMALL="--max-samples 500"
+    EB=2
+    DC=20
+    echo "note sanitizer build: devices keep 500 training samples (the three killed in B keep all)"
+fi
+# shellcheck disable=SC2086
+i=0; while [ $i -lt 6 ]; do fl_worker a$i $i/6 iid $SMALL; i=$((i + 1)); done
 wa=$FL_WPIDS; FL_WPIDS=""
 pa=$(fl_project crash '{"rounds": 1, "devices_per_round": 8, "min_reports": 4, "over_selection": 1.0,
   "round_deadline_s": 15, "local_epochs": 1, "batch": 10, "lr": 0.05}')
@@ -52,7 +63,8 @@ fl_stop $wa
 # Workers 0-2 hold the whole training split (shard 0/1), workers 3-9 a tenth each: the three
 # that get killed are still training when all ten have been selected
 i=0; while [ $i -lt 3 ]; do fl_worker b$i 0/1 iid; i=$((i + 1)); done
-while [ $i -lt 10 ]; do fl_worker b$i $i/10 iid; i=$((i + 1)); done
+# shellcheck disable=SC2086
+while [ $i -lt 10 ]; do fl_worker b$i $i/10 iid $SMALL; i=$((i + 1)); done
 wb=$FL_WPIDS; FL_WPIDS=""
 # wait until the workers are loaded and asking, so that all of them are selected at once
 n=0; while [ "$(cat "$FL_DIR"/b*.log 2>/dev/null | grep -c 'loaded in')" -lt 10 ] && [ $n -lt 300 ]; do sleep 0.1; n=$((n + 1)); done
@@ -60,7 +72,7 @@ n=0; while [ "$(cat "$FL_DIR"/b*.log 2>/dev/null | grep -c 'loaded in')" -lt 10 
 # while the selected devices train
 DL=30
 pb=$(fl_project vanish "{\"rounds\": 1, \"devices_per_round\": 10, \"min_reports\": 7, \"over_selection\": 1.0,
-  \"round_deadline_s\": $DL, \"local_epochs\": 5, \"batch\": 10, \"lr\": 0.05}")
+  \"round_deadline_s\": $DL, \"local_epochs\": $EB, \"batch\": 10, \"lr\": 0.05}")
 check "project B created" test -n "$pb"
 check "B: all 10 devices selected in round 1" fl_wait_for 30 "$pb" 's["round"] is not None and s["round"]["selected"] == 10'
 printf '%s' "$FL_ST" | jget 's["round"]["reports"]' | sed 's/^/     reports when 3 workers are killed: /'
@@ -76,14 +88,15 @@ check "B: committed if >= 7 reported, abandoned otherwise" test "$(printf '%s' "
 check "B: with the 7 survivors' reports, round 1 is committed and the project done" fl_wait_for 10 "$pb" 's["status"] == "done" and s["rounds"][-1]["reports"] == 7'
 
 # ---- C: fewer devices than the plan's minimum: abandon, then a new attempt ------------------
-pc=$(fl_project retry '{"rounds": 1, "devices_per_round": 10, "min_reports": 9, "over_selection": 1.0,
-  "round_deadline_s": 6, "local_epochs": 1, "batch": 10, "lr": 0.05}')
+pc=$(fl_project retry "{\"rounds\": 1, \"devices_per_round\": 10, \"min_reports\": 9, \"over_selection\": 1.0,
+  \"round_deadline_s\": $DC, \"local_epochs\": 1, \"batch\": 10, \"lr\": 0.05}")
 check "project C created" test -n "$pc"
-check "C: attempt 1 abandoned at the deadline, attempt 2 of round 1 opens" fl_wait_for 40 "$pc" \
+check "C: attempt 1 abandoned at the deadline, attempt 2 of round 1 opens" fl_wait_for $((DC + 40)) "$pc" \
     '[(r["number"], r["attempt"], r["state"]) for r in s["rounds"]][:1] == [(1, 1, "abandoned")] and s["round"] is not None and s["round"]["number"] == 1 and s["round"]["attempt"] >= 2'
 check "C: the abandoned attempt had 7 reports (fewer than 9)" test "$(printf '%s' "$FL_ST" | jget 's["rounds"][0]["reports"]')" = 7
 check "C: the model did not change (version 0)" test "$(printf '%s' "$FL_ST" | jget 's["version"]')" = 0
 
 check "the coordinator is still serving" kill -0 "$FL_SPID"
+check "no sanitizer report in any log" test -z "$(grep -l 'Sanitizer\|runtime error' "$FL_DIR"/*.log)"
 [ "$fail" = 0 ] || { echo "--- coordinator log"; tail -n 25 "$LOG"; }
 finish

@@ -532,3 +532,60 @@ TEST(client_network_failure_is_a_value)
     CHECK_EQ_INT(calls, 1);
     artificien_client_free(c);
 }
+
+/* Writes a raw (uncompressed) IDX file: magic 0,0,8,ndim, big-endian dims, bytes. */
+static int write_idx(const char *dir, const char *name, const uint32_t *dims, int ndim,
+                     const uint8_t *data, size_t n)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "wb");
+    if (!f)
+        return -1;
+    uint8_t head[4] = {0, 0, 8, (uint8_t)ndim};
+    fwrite(head, 1, 4, f);
+    for (int i = 0; i < ndim; i++) {
+        uint8_t be[4] = {(uint8_t)(dims[i] >> 24), (uint8_t)(dims[i] >> 16), (uint8_t)(dims[i] >> 8),
+                         (uint8_t)dims[i]};
+        fwrite(be, 1, 4, f);
+    }
+    fwrite(data, 1, n, f);
+    return fclose(f);
+}
+
+TEST(client_data_load_reads_idx_files)
+{
+    const char *dir = t_tmpdir();
+    enum { N = 20 };
+    static uint8_t img[N * 28 * 28], lab[N];
+    for (int i = 0; i < N; i++) {
+        lab[i] = (uint8_t)(i % 10);
+        for (int j = 0; j < 28 * 28; j++)
+            img[i * 784 + j] = (uint8_t)(i * 10);
+    }
+    uint32_t di[3] = {N, 28, 28}, dl[1] = {N};
+    CHECK(write_idx(dir, "train-images-idx3-ubyte", di, 3, img, sizeof img) == 0);
+    CHECK(write_idx(dir, "train-labels-idx1-ubyte", dl, 1, lab, sizeof lab) == 0);
+    artificien_data *d;
+    CHECK(artificien_data_load(dir, 0.25, &d) == 0);
+    CHECK(strcmp(d->name, "fashion-mnist") == 0);
+    CHECK_EQ_INT(d->n, N);
+    CHECK_EQ_INT(d->n_heldout, 5);
+    CHECK(d->channels == 1 && d->height == 28 && d->width == 28 && d->classes == 10);
+    CHECK_EQ_INT(d->y[13], 3);
+    /* (p/255 − 0.2860)/0.3530 for p = 130 */
+    CHECK_NEAR(d->x[13 * 784 + 5], (130 / 255.0 - 0.2860) / 0.3530, 1e-6);
+    /* and the client takes it */
+    client_data_view v;
+    CHECK(client_data_view_init(d, &v) == 0);
+    CHECK(v.n_train == 15 && v.heldout[0] == 15);
+    client_data_view_clear(&v);
+    artificien_data_free(d);
+    artificien_data_free(NULL);
+    CHECK_EQ_INT(artificien_data_load(dir, 1.0, &d), ARTIFICIEN_ERANGE);
+    CHECK(d == NULL);
+    char missing[600];
+    snprintf(missing, sizeof missing, "%s/nothing-here", dir);
+    CHECK(artificien_data_load(missing, 0.1, &d) < 0);
+    CHECK(strstr(artificien_errmsg(NULL), "nothing-here") != NULL);
+}
