@@ -97,8 +97,8 @@ static int same_test_loss(double a, double b)
     return same_num(a, b);
 }
 
-/* 1 if every number of the two rounds (but the wall time) is bitwise equal (the test loss to
- * 1e-12, see same_test_loss); else names the first field that differs on stderr. */
+/* 1 if every number of the two rounds (but the wall time) is bitwise equal; else names the
+ * first field that differs on stderr. */
 static int same_round(const sim_round *a, const sim_round *b)
 {
     const char *f = a->round != b->round             ? "round"
