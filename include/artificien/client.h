@@ -167,7 +167,10 @@ typedef struct artificien_result {
     int reports;               /* the round's report count in the coordinator's ack */
     long http_status;          /* ARTIFICIEN_REJECTED: the status (409, 400, …) */
     char reason[64];           /* REFUSED: the cap or check ("max_params"); REJECTED: the
-                                  server's code ("late", "duplicate", …) */
+                                  server's code ("late", "duplicate", …); WAIT: why, as the
+                                  coordinator says ("no_task", "round_full", "conditions",
+                                  "caps", or "project_done": every project this device could
+                                  join is done); "" from an older coordinator */
     char message[256];         /* a readable sentence for REFUSED / REJECTED / ABANDONED */
 } artificien_result;
 

@@ -98,7 +98,7 @@ static void json_population(FILE *f, const sim_popstats *ps)
 /* Runs the population statistics over the simulation's partition (or, with --rounds 0, the
  * same partition built here), prints the table and writes RUN_DIR/population.json. */
 static int population_stats(const sim_cfg *c, const sim *s, const data_dataset *tr, const sim_popstats_cfg *pc,
-                            const char *out, int json, sim_popstats *ps)
+                            const char *out, int json, int quiet, sim_popstats *ps)
 {
     data_partition *own = NULL;
     const data_partition *part = s ? sim_partition(s) : NULL;
@@ -134,7 +134,7 @@ static int population_stats(const sim_cfg *c, const sim *s, const data_dataset *
     }
     if (rc)
         return cli_fail("sim", "%s", af_errmsg());
-    if (!json)
+    if (!json && !quiet)
         print_population(stdout, ps, &tr->schema, pc->group);
     fflush(stdout);
     return 0;
@@ -252,7 +252,7 @@ int cmd_sim(int argc, char **argv)
     sim_popstats ps;
     if (stats_only) { /* the statistics alone, before any training is decided */
         if (rank == 0) {
-            rc = population_stats(&c, NULL, tr, &pc, out, json, &ps);
+            rc = population_stats(&c, NULL, tr, &pc, out, json, quiet, &ps);
             if (!rc && json) {
                 fputc('{', stdout);
                 json_population(stdout, &ps);
@@ -265,7 +265,7 @@ int cmd_sim(int argc, char **argv)
         rc = cli_fail("sim", "%s", af_errmsg());
         goto done;
     }
-    if (popstats && rank == 0 && (rc = population_stats(&c, s, tr, &pc, out, json, &ps)))
+    if (popstats && rank == 0 && (rc = population_stats(&c, s, tr, &pc, out, json, quiet, &ps)))
         goto done;
     rounds = calloc((size_t)c.rounds, sizeof *rounds);
     if (!rounds) {
@@ -414,14 +414,16 @@ int cmd_sim(int argc, char **argv)
                    "  \"speed_sigma\": %g,\n  \"device_rate\": %g,\n  \"deadline\": %g,\n  \"eval_every\": %d,\n"
                    "  \"threads\": %d,\n  \"mpi_ranks\": %d,\n  \"seed\": %llu,\n  \"dp_clip\": %g,\n"
                    "  \"dp_noise\": %g,\n  \"dp_adaptive_quantile\": %g,\n  \"dp_target_epsilon\": %g,\n"
-                   "  \"dp_delta\": %g,\n  \"secagg\": %s,\n  \"secagg_threshold\": %d,\n  \"secagg_range\": %g\n}\n",
+                   "  \"dp_delta\": %g,\n  \"secagg\": %s,\n  \"secagg_threshold\": %d,\n  \"secagg_range\": %g,\n"
+                   "  \"population_stats\": %s,\n  \"stats_noise\": %g,\n  \"stats_bound\": %g,\n  \"stats_group\": %d,\n"
+                   "  \"stats_delta\": %g\n}\n",
                 sim_model(s)->spec_json, init ? "\"" : "", init ? init : "null", init ? "\"" : "", data,
                 limit, c.clients, c.frac, c.per_round, c.rounds, c.local_epochs, c.batch, opt,
                 (double)c.opt.lr, momentum, wd, c.partition, c.heldout_frac, c.strategy,
                 c.strategy_opts ? c.strategy_opts : "", c.dropout, c.speed_sigma, c.device_rate,
                 c.deadline, c.eval_every, c.threads, size, (unsigned long long)c.seed, c.dp_clip, c.dp_noise,
                 c.dp_adaptive_quantile, c.dp_target_epsilon, c.dp_delta, c.secagg ? "true" : "false",
-                c.secagg_threshold, c.secagg_range);
+                c.secagg_threshold, c.secagg_range, popstats ? "true" : "false", pc.z, pc.bound, pc.group, pc.delta);
         fclose(f);
         snprintf(path, sizeof path, "%s/config.json", out);
         b[0] = buf;

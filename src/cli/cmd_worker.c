@@ -1,7 +1,8 @@
 /* cmd_worker.c — `artificien worker`: one device process. It holds shard I of N of a
  * dataset's training split (the partition of `artificien sim`: same spec, same seed, so
  * device I here is device I there) and runs the device library against a coordinator until
- * SIGTERM/SIGINT, --rounds-max accepted updates, or --idle-exit seconds without a task.
+ * SIGTERM/SIGINT, --rounds-max accepted updates, --idle-exit seconds without a task, or the
+ * coordinator saying that every project it could join is done (after it has trained once).
  * Layer `cli`: prints one line per task on stdout and errors on stderr; exits 0 when stopped.
  */
 #include <math.h>
@@ -144,6 +145,7 @@ static double rss_now_mb(void)
 typedef struct worker_ctx {
     const char *name;
     int quiet;
+    int done_exit;             /* exit when told project_done (after a task) */
     double idle_exit, last_task;
     long tasks;
 } worker_ctx;
@@ -187,6 +189,14 @@ static int on_cycle(void *user, int rc, const artificien_result *r, double delay
     default:
         break;
     }
+    /* the project it trained for is done, and no other it could join is running: a worker
+     * that has not trained yet keeps waiting (its project may not exist yet) */
+    if (w->done_exit && w->tasks > 0 && r->action == ARTIFICIEN_WAIT &&
+        strcmp(r->reason, "project_done") == 0) {
+        if (!w->quiet)
+            printf("%s: every project this device could join is done: exiting\n", w->name);
+        return 1;
+    }
     if (w->idle_exit > 0 && w->tasks > 0 && now - w->last_task > w->idle_exit) {
         if (!w->quiet)
             printf("%s: no task for %.0f s after %ld: exiting\n", w->name, now - w->last_task, w->tasks);
@@ -200,7 +210,7 @@ int cmd_worker(int argc, char **argv)
     const char *server = NULL, *secret = NULL, *token = NULL, *token_file = NULL;
     const char *data = "fashion-mnist", *partition = "iid", *shard_s = "0/1";
     uint64_t seed = 1;
-    int rounds_max = 0, threads = 1, quiet = 0, max_epochs = 0, max_samples = 0;
+    int rounds_max = 0, threads = 1, quiet = 0, max_epochs = 0, max_samples = 0, stay = 0;
     double heldout = 0.1, idle_exit = 0, max_seconds = 0, max_memory_mb = 0, timeout = 60;
     double max_params = 0;
     const arg_opt opts[] = {
@@ -216,6 +226,8 @@ int cmd_worker(int argc, char **argv)
         {"max-samples", ARG_INT, &max_samples, "keep at most this many of the shard's training samples (a smaller device)"},
         {"rounds-max", ARG_INT, &rounds_max, "exit 0 after this many accepted updates (default: no limit)"},
         {"idle-exit", ARG_FLOAT, &idle_exit, "exit 0 after this many seconds without a task, once one was done"},
+        {"no-done-exit", ARG_FLAG, &stay, "keep checking in when every project this device could join is done "
+                                          "(default: exit 0 then, once a task was done)"},
         {"threads", ARG_INT, &threads, "training threads (default 1)"},
         {"max-params", ARG_FLOAT, &max_params, "cap: model parameters (default 10,000,000)"},
         {"max-epochs", ARG_INT, &max_epochs, "cap: local epochs (default 20)"},
@@ -293,7 +305,8 @@ int cmd_worker(int argc, char **argv)
     g_client = c;
     if (g_stopped) /* a signal before g_client was set */
         artificien_client_stop(c);
-    worker_ctx w = {.name = name, .quiet = quiet, .idle_exit = idle_exit, .last_task = af_now()};
+    worker_ctx w = {.name = name, .quiet = quiet, .done_exit = !stay, .idle_exit = idle_exit,
+                    .last_task = af_now()};
     artificien_run_opts ro = {.max_tasks = rounds_max, .on_cycle = on_cycle, .user = &w};
     int rc = artificien_client_run(c, &ro);
     if (rc)

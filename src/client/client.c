@@ -317,11 +317,17 @@ static int checkin(artificien_client *c, artificien_result *res, cJSON **task_ro
     *task_root = NULL;
     *task = NULL;
     const artificien_caps *k = &c->cfg.caps;
-    char body[1024];
+    char body[1024], speed[64] = "";
+    /* what the coordinator needs to skip tasks this device would refuse: its caps, its
+     * training samples and, once measured, its speed (the time estimate of the task check) */
+    if (c->flops_per_s > 0)
+        snprintf(speed, sizeof speed, ",\"flops_per_s\":%.4g", c->flops_per_s);
     snprintf(body, sizeof body,
              "{\"dataset\":%s,\"conditions\":{\"charging\":true,\"idle\":true,\"unmetered\":true},"
-             "\"caps\":{\"max_params\":%zu,\"max_epochs\":%d,\"max_seconds\":%.0f,\"max_memory\":%zu}}",
-             c->schema_json, k->max_params, k->max_epochs, k->max_seconds, k->max_memory);
+             "\"caps\":{\"max_params\":%zu,\"max_epochs\":%d,\"max_seconds\":%.0f,\"max_memory\":%zu},"
+             "\"device\":{\"train_samples\":%zu%s}}",
+             c->schema_json, k->max_params, k->max_epochs, k->max_seconds, k->max_memory,
+             c->view.n_train, speed);
     client_http_resp r;
     int rc = client_http_request(c->http, "POST", "/v1/checkin", c->token, "application/json",
                                  body, strlen(body), NULL, (size_t)16 << 20, &r);
@@ -344,7 +350,10 @@ static int checkin(artificien_client *c, artificien_result *res, cJSON **task_ro
     }
     if (strcmp(action->valuestring, "wait") == 0) {
         const cJSON *ra = cJSON_GetObjectItemCaseSensitive(j, "retry_after");
+        const cJSON *why = cJSON_GetObjectItemCaseSensitive(j, "reason");
         res->action = ARTIFICIEN_WAIT;
+        if (cJSON_IsString(why))
+            snprintf(res->reason, sizeof res->reason, "%s", why->valuestring);
         res->retry_after = cJSON_IsNumber(ra) && ra->valuedouble >= 0 && ra->valuedouble < 86400 * 7
                                ? ra->valuedouble
                                : 10.0;

@@ -111,14 +111,15 @@ static void c_locale_end(cloc *s)
 
 /* ---- parsing ------------------------------------------------------------------------------ */
 
+/* A whole token as a double; tiny values that underflow to subnormals are fine (RDP at a
+ * minute q), NaN is not. */
 static int parse_f64(const char *tok, double *v)
 {
     char *end;
     if (!tok || !*tok)
         return -1;
-    errno = 0;
     *v = strtod(tok, &end);
-    return (*end || isnan(*v) || (errno == ERANGE && *v != 0 && !isinf(*v))) ? -1 : 0;
+    return (*end || isnan(*v)) ? -1 : 0;
 }
 
 static int parse_i64(const char *tok, int64_t *v)
@@ -497,9 +498,14 @@ static int compose(const ledger *l, const lentry *e, double q, double z, int64_t
     int rc = acct_compute_rdp(q, z, steps, l->orders, l->n_orders, rdp_out);
     if (rc)
         return af_preerr(rc, "ledger");
-    if (e)
-        for (size_t i = 0; i < l->n_orders; i++)
+    for (size_t i = 0; i < l->n_orders; i++) {
+        /* RDP is ≥ 0; the accountant can return −1e−173 for a minute q (rounding): count 0,
+         * which only ever overstates what was spent */
+        if (rdp_out[i] < 0)
+            rdp_out[i] = 0;
+        if (e)
             rdp_out[i] += e->rdp[i]; /* RDP composes by addition, order by order */
+    }
     *delta_out = e && e->delta < delta ? e->delta : delta;
     return 0;
 }

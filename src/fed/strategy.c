@@ -4,7 +4,11 @@
  * number (3 × uint64, 96 fractional bits). Integer addition is associative, so partial sums
  * merge exactly and the result is independent of arrival order and of the thread / rank
  * split. Each term w·delta is computed in double and truncated once to the 2^-96 grid; it is
- * bounded by 2^62 so 2^32 terms fit. Layer `fed`: core only; allocation only in *_create.
+ * bounded by 2^62 so 2^32 terms fit. The limbs are stored as three planes (limb 0 of every
+ * parameter, then limb 1, then limb 2) so that the fold is a straight vector loop: with
+ * AVX-512 eight parameters go through the conversion and the carry chain at once
+ * (fold_avx512), bitwise equal to the scalar reference (fold_scalar, fed_agg_add_ref).
+ * Layer `fed`: core only; allocation only in *_create.
  */
 #include "fed/strategy.h"
 
@@ -18,6 +22,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 #define FX_FRAC 96             /* fractional bits of the fixed-point sums */
 #define FX_TERM_MAX 0x1p62     /* |term| bound: 2^32 terms stay below 2^94 < 2^95 */
@@ -36,9 +44,9 @@ struct fed_strategy {
 struct fed_agg {
     fed_strategy_kind kind;
     size_t n;
-    uint64_t *block; /* hdr[HDR_WORDS], sum[3n], then sum_c[3n] for scaffold */
+    uint64_t *block; /* hdr[HDR_WORDS], sum: 3 planes of n limbs, then sum_c likewise */
     size_t bytes;
-    uint64_t *sum, *sum_c;
+    uint64_t *sum, *sum_c; /* plane l of parameter i: sum[l·n + i] */
 };
 
 /* ---- 192-bit fixed point ----------------------------------------------------------------- */
@@ -58,8 +66,9 @@ static inline void limb3_add(uint64_t *a, uint64_t v0, uint64_t v1, uint64_t v2,
 }
 
 /* a += t·2^96, truncated toward zero; |t| < 2^62 (caller checks). Branch-free in the sign
- * (random in real deltas): a negative term is added as its two's complement ~v + 1. */
-static inline void fx_add(uint64_t *a, double t)
+ * (random in real deltas): a negative term is added as its two's complement ~v + 1. The
+ * scalar reference of the fold (fold_avx512 must match it bit for bit). */
+static inline void fx_add3(uint64_t *a0, uint64_t *a1, uint64_t *a2, double t)
 {
     uint64_t b;
     memcpy(&b, &t, sizeof b);
@@ -82,13 +91,19 @@ static inline void fx_add(uint64_t *a, double t)
     int up = p >= 64;
     uint64_t v0 = up ? 0 : lo, v1 = up ? lo : hi, v2 = up ? hi : 0;
     uint64_t neg = b >> 63, mask = 0 - neg;
+    uint64_t a[3] = {*a0, *a1, *a2};
     limb3_add(a, v0 ^ mask, v1 ^ mask, v2 ^ mask, neg); /* −v = ~v + 1 */
+    *a0 = a[0];
+    *a1 = a[1];
+    *a2 = a[2];
 }
 
+/* The header's sums (Σw, Σw·tau) are three consecutive words. */
+static inline void fx_add(uint64_t *a, double t) { fx_add3(a, a + 1, a + 2, t); }
+
 /* The fixed-point value as a double (a deterministic function of the exact sum). */
-static inline double fx_to_double(const uint64_t *a)
+static inline double fx3_to_double(uint64_t l0, uint64_t l1, uint64_t l2)
 {
-    uint64_t l0 = a[0], l1 = a[1], l2 = a[2];
     int neg = (int)(l2 >> 63);
     if (neg) {
         l0 = ~l0 + 1;
@@ -97,6 +112,14 @@ static inline double fx_to_double(const uint64_t *a)
     }
     double v = (double)l0 * 0x1p-96 + (double)l1 * 0x1p-32 + (double)l2 * 0x1p32;
     return neg ? -v : v;
+}
+
+static inline double fx_to_double(const uint64_t *a) { return fx3_to_double(a[0], a[1], a[2]); }
+
+/* Parameter i of the planes at p (n parameters). */
+static inline double plane_to_double(const uint64_t *p, size_t n, size_t i)
+{
+    return fx3_to_double(p[i], p[n + i], p[2 * n + i]);
 }
 
 /* ---- options ----------------------------------------------------------------------------- */
@@ -374,17 +397,23 @@ static inline double agg_term(fed_strategy_kind kind, double w, float x, double 
     return kind == FED_FEDNOVA ? w * ((double)x / tau) : w * (double)x;
 }
 
-/* max |x[i]|, or NaN/Inf if any element is not finite (the comparison keeps them). */
+/* max |x[i]|, or Inf if any element is not finite. On the IEEE bit patterns with the sign
+ * cleared, |x| orders like the unsigned integer, and NaN/Inf (exponent all ones) are above
+ * FLT_MAX's pattern: an integer max that vectorises. */
 static float max_abs(const float *x, size_t n)
 {
-    float big = 0.0f;
-    int bad = 0;
+    uint32_t big = 0;
     for (size_t i = 0; i < n; i++) {
-        float v = fabsf(x[i]);
-        bad |= !(v <= FLT_MAX);
-        big = v > big ? v : big;
+        uint32_t b;
+        memcpy(&b, x + i, sizeof b);
+        b &= 0x7fffffffu;
+        big = b > big ? b : big;
     }
-    return bad ? INFINITY : big;
+    if (big > 0x7f7fffffu)
+        return INFINITY;
+    float f;
+    memcpy(&f, &big, sizeof f);
+    return f;
 }
 
 static size_t first_nonfinite(const float *x, size_t n)
@@ -395,7 +424,74 @@ static size_t first_nonfinite(const float *x, size_t n)
     return i;
 }
 
-int fed_agg_add(fed_agg *a, const float *delta, double weight, const fed_extra *extra)
+/* planes[l·n + i] += w·x[i] (w·(x[i]/tau) for FedNova) for i < n: the scalar reference. */
+static void fold_scalar(uint64_t *planes, size_t n, const float *x, double w, double tau,
+                        int nova)
+{
+    for (size_t i = 0; i < n; i++)
+        fx_add3(planes + i, planes + n + i, planes + 2 * n + i,
+                nova ? w * ((double)x[i] / tau) : w * (double)x[i]);
+}
+
+#if defined(__AVX512F__)
+/* fold_scalar eight parameters at a time: the same double term, the same truncation to the
+ * 2^-96 grid and the same 192-bit two's-complement add, lane by lane (so bitwise equal).
+ * t = ±m·2^(e−1075) with m < 2^53; scaled by 2^96 it is m·2^p, p = e − 979: a right shift
+ * when p < 0 (truncation toward zero of the magnitude), else a 53-bit window at bit p that
+ * covers limbs p/64 and p/64 + 1. A negative term is added as ~v + 1. Lanes past n are
+ * masked off (they load 0, add 0 and are not stored). */
+static void fold_avx512(uint64_t *planes, size_t n, const float *x, double w, double tau,
+                        int nova)
+{
+    uint64_t *p0 = planes, *p1 = planes + n, *p2 = planes + 2 * n;
+    const __m512d vw = _mm512_set1_pd(w), vt = _mm512_set1_pd(tau);
+    const __m512i mant = _mm512_set1_epi64((1LL << 52) - 1), hidden = _mm512_set1_epi64(1LL << 52);
+    const __m512i c7ff = _mm512_set1_epi64(0x7ff), one = _mm512_set1_epi64(1);
+    const __m512i bias = _mm512_set1_epi64(1075 - FX_FRAC), c63 = _mm512_set1_epi64(63);
+    const __m512i c64 = _mm512_set1_epi64(64), zero = _mm512_setzero_si512();
+    for (size_t i = 0; i < n; i += 8) {
+        __mmask8 k = n - i >= 8 ? (__mmask8)0xff : (__mmask8)((1u << (n - i)) - 1);
+        __m512d t = _mm512_cvtps_pd(_mm256_maskz_loadu_ps(k, x + i));
+        if (nova)
+            t = _mm512_div_pd(t, vt);
+        t = _mm512_mul_pd(vw, t);
+        __m512i b = _mm512_castpd_si512(t);
+        __m512i e = _mm512_and_si512(_mm512_srli_epi64(b, 52), c7ff);
+        __m512i m = _mm512_and_si512(b, mant);
+        m = _mm512_mask_or_epi64(m, _mm512_test_epi64_mask(e, e), m, hidden); /* normal: 1.m */
+        e = _mm512_max_epi64(e, one);                                          /* subnormal: e = 1 */
+        __m512i p = _mm512_sub_epi64(e, bias);
+        /* p < 0: m >>= −p (a count >= 64 gives 0, like the scalar early return) */
+        m = _mm512_srlv_epi64(m, _mm512_max_epi64(_mm512_sub_epi64(zero, p), zero));
+        p = _mm512_max_epi64(p, zero);
+        __m512i sh = _mm512_and_si512(p, c63);
+        __m512i lo = _mm512_sllv_epi64(m, sh);
+        __m512i hi = _mm512_srlv_epi64(m, _mm512_sub_epi64(c64, sh)); /* sh = 0: count 64 → 0 */
+        __mmask8 up = _mm512_cmpge_epi64_mask(p, c64);
+        __m512i neg = _mm512_srai_epi64(b, 63), cin = _mm512_srli_epi64(b, 63);
+        __m512i v0 = _mm512_xor_si512(_mm512_maskz_mov_epi64((__mmask8)~up, lo), neg);
+        __m512i v1 = _mm512_xor_si512(_mm512_mask_blend_epi64(up, hi, lo), neg);
+        __m512i v2 = _mm512_xor_si512(_mm512_maskz_mov_epi64(up, hi), neg);
+        __m512i s0 = _mm512_add_epi64(_mm512_maskz_loadu_epi64(k, p0 + i), v0);
+        __mmask8 c0 = _mm512_cmplt_epu64_mask(s0, v0);
+        s0 = _mm512_add_epi64(s0, cin);
+        c0 |= _mm512_cmplt_epu64_mask(s0, cin);
+        __m512i s1 = _mm512_add_epi64(_mm512_maskz_loadu_epi64(k, p1 + i), v1);
+        __mmask8 c1 = _mm512_cmplt_epu64_mask(s1, v1);
+        s1 = _mm512_mask_add_epi64(s1, c0, s1, one);
+        c1 |= _mm512_mask_cmpeq_epi64_mask(c0, s1, zero); /* + carry wrapped to 0 */
+        __m512i s2 = _mm512_add_epi64(_mm512_maskz_loadu_epi64(k, p2 + i), v2);
+        s2 = _mm512_mask_add_epi64(s2, c1, s2, one);
+        _mm512_mask_storeu_epi64(p0 + i, k, s0);
+        _mm512_mask_storeu_epi64(p1 + i, k, s1);
+        _mm512_mask_storeu_epi64(p2 + i, k, s2);
+    }
+}
+#endif
+
+/* Checks an update for fed_agg_add (nothing changes on error); *tau_out gets the tau used. */
+static int check_update(const fed_agg *a, const float *delta, double weight,
+                        const fed_extra *extra, double *tau_out, const float **dc_out)
 {
     const char *sn = kind_name(a->kind);
     if (!delta)
@@ -444,15 +540,42 @@ int fed_agg_add(fed_agg *a, const float *delta, double weight, const fed_extra *
         if (!((double)bc < FX_TERM_MAX))
             return af_seterr(AF_ERANGE, "scaffold update: delta_c value %g is too large", (double)bc);
     }
-    for (size_t i = 0; i < a->n; i++)
-        fx_add(a->sum + 3 * i, agg_term(a->kind, weight, delta[i], tau));
+    *tau_out = tau;
+    *dc_out = dc;
+    return 0;
+}
+
+typedef void (*fold_fn)(uint64_t *, size_t, const float *, double, double, int);
+
+static int agg_add(fed_agg *a, const float *delta, double weight, const fed_extra *extra,
+                   fold_fn fold)
+{
+    double tau = 1.0;
+    const float *dc = NULL;
+    int rc = check_update(a, delta, weight, extra, &tau, &dc);
+    if (rc)
+        return rc;
+    fold(a->sum, a->n, delta, weight, tau, a->kind == FED_FEDNOVA);
     if (dc)
-        for (size_t i = 0; i < a->n; i++)
-            fx_add(a->sum_c + 3 * i, (double)dc[i]);
+        fold(a->sum_c, a->n, dc, 1.0, 1.0, 0); /* 1.0·(double)x is x exactly */
     a->block[0]++;
     fx_add(a->block + 1, weight);
     fx_add(a->block + 4, weight * tau);
     return 0;
+}
+
+int fed_agg_add(fed_agg *a, const float *delta, double weight, const fed_extra *extra)
+{
+#if defined(__AVX512F__)
+    return agg_add(a, delta, weight, extra, fold_avx512);
+#else
+    return agg_add(a, delta, weight, extra, fold_scalar);
+#endif
+}
+
+int fed_agg_add_ref(fed_agg *a, const float *delta, double weight, const fed_extra *extra)
+{
+    return agg_add(a, delta, weight, extra, fold_scalar);
 }
 
 int fed_agg_merge(fed_agg *dst, const fed_agg *src)
@@ -468,8 +591,18 @@ int fed_agg_merge(fed_agg *dst, const fed_agg *src)
     uint64_t *d = dst->block;
     limb3_add(d + 1, s[1], s[2], s[3], 0); /* Σw */
     limb3_add(d + 4, s[4], s[5], s[6], 0); /* Σw·tau */
-    for (size_t j = HDR_WORDS; j < dst->bytes / sizeof(uint64_t); j += 3)
-        limb3_add(d + j, s[j], s[j + 1], s[j + 2], 0);
+    size_t n = dst->n;
+    for (int part = 0; part < (dst->sum_c ? 2 : 1); part++) {
+        uint64_t *d0 = (part ? dst->sum_c : dst->sum), *d1 = d0 + n, *d2 = d0 + 2 * n;
+        const uint64_t *s0 = (part ? src->sum_c : src->sum), *s1 = s0 + n, *s2 = s0 + 2 * n;
+        for (size_t i = 0; i < n; i++) {
+            uint64_t a[3] = {d0[i], d1[i], d2[i]};
+            limb3_add(a, s0[i], s1[i], s2[i], 0);
+            d0[i] = a[0];
+            d1[i] = a[1];
+            d2[i] = a[2];
+        }
+    }
     return 0;
 }
 
@@ -479,7 +612,7 @@ int fed_agg_mean(const fed_agg *a, float *out)
         return af_seterr(AF_ESTATE, "%s: no updates to average", kind_name(a->kind));
     double W = fx_to_double(a->block + 1);
     for (size_t i = 0; i < a->n; i++)
-        out[i] = (float)(fx_to_double(a->sum + 3 * i) / W);
+        out[i] = (float)(plane_to_double(a->sum, a->n, i) / W);
     return 0;
 }
 
@@ -500,7 +633,7 @@ int fed_strategy_apply(fed_strategy *s, const fed_agg *a, float *w)
     float *m = s->state, *v = s->state ? s->state + n : NULL;
     double b1 = s->beta1, b2 = s->beta2, tau = s->tau;
     /* d_i = Σ_k w_k·delta_ki / Σ_k w_k: the sample-weighted mean delta */
-#define MEAN(i) (fx_to_double(sum + 3 * (i)) / W)
+#define MEAN(i) (plane_to_double(sum, n, i) / W)
     switch (s->kind) {
     case FED_FEDAVG:
     case FED_FEDPROX:
@@ -535,7 +668,7 @@ int fed_strategy_apply(fed_strategy *s, const fed_agg *a, float *w)
         for (size_t i = 0; i < n; i++) {
             w[i] = (float)(w[i] + eta * MEAN(i)); /* x += η_g·mean(Δy) */
             /* c += (|S|/N)·mean(Δc) = (1/N)·Σ_{i∈S} Δc_i */
-            m[i] = (float)(m[i] + fx_to_double(a->sum_c + 3 * i) * inv_n);
+            m[i] = (float)(m[i] + plane_to_double(a->sum_c, n, i) * inv_n);
         }
         break;
     }

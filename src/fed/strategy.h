@@ -98,6 +98,9 @@ void fed_agg_reset(fed_agg *a);
  * or delta_c — the message gives the index —, missing delta_c or tau) or AF_ERANGE
  * (|weight·delta| >= 2^62, or 2^32 updates already in). Allocates nothing. */
 int fed_agg_add(fed_agg *a, const float *delta, double weight, const fed_extra *extra);
+/* The same, through the scalar reference loop (fed_agg_add is vectorised where the build
+ * allows, AVX-512): bitwise the same accumulator; the oracle of the tests. */
+int fed_agg_add_ref(fed_agg *a, const float *delta, double weight, const fed_extra *extra);
 
 /* dst += src (exact): combine per-thread or per-rank partial sums. The result is bitwise
  * what one accumulator fed every update would hold, in any order and any split.

@@ -2,10 +2,16 @@
  *
  * Invariants, all under c->mu:
  *   - proj->model holds checkpoint proj->version, which is the store's latest;
- *   - while proj->open, proj->agg holds exactly the reports stored for the open attempt, and
- *     proj->devs their devices (REPORTED) plus the selected ones (SELECTED);
+ *   - while proj->open, the attempt's log holds its selections (proj->sel, proj->devs
+ *     SELECTED) and its stored reports; every stored report is either folded and counted
+ *     (proj->agg plus the partial sums proj->slot[], devs REPORTED) or in flight (devs
+ *     REPORTING, counted in proj->inflight), and the attempt closes only with none in flight;
  *   - the store is written first; memory changes only after the store said yes, so a failed
  *     write leaves memory as it was.
+ * A report is stored and folded outside c->mu: the lock is held only to check the state and
+ * claim the device's slot, and again to count the report. The log serialises its own
+ * appends; the fold goes into one of PROJ_SLOTS partial sums, each with its own lock, merged
+ * into proj->agg (exactly: fixed point) when the attempt commits.
  */
 #include "server/coord.h"
 
@@ -91,7 +97,7 @@ static void reply_internal(srv_reply *r, const char *what)
 
 /* ---- device sets: open addressing, id -> state ---------------------------------------------- */
 
-enum { DEV_NONE = 0, DEV_SELECTED = 1, DEV_REPORTED = 2 };
+enum { DEV_NONE = 0, DEV_SELECTED = 1, DEV_REPORTED = 2, DEV_REPORTING = 3 };
 
 typedef struct devset {
     int64_t *ids;   /* 0 = empty slot (device ids start at 1) */
@@ -158,6 +164,16 @@ static void devset_clear(devset *d)
 
 /* ---- state ------------------------------------------------------------------------------------ */
 
+/* Partial sums of the open attempt: a report folds into whichever is free, so two request
+ * threads fold at once; they are merged into proj->agg at commit. */
+#define PROJ_SLOTS 2
+
+typedef struct agg_slot {
+    pthread_mutex_t mu;
+    fed_agg *agg;             /* created at the first fold */
+    float *scratch;           /* n_params: an update whose tensors are not in spec order */
+} agg_slot;
+
 typedef struct proj {
     int64_t id, owner_id;
     char name[128];
@@ -178,6 +194,12 @@ typedef struct proj {
     int open;
     store_round round;
     devset devs;
+    store_log *log;           /* its selections and reports (opened at the first record) */
+    store_selection *sel;     /* who was handed its task, and when */
+    size_t n_sel, cap_sel;
+    int inflight;             /* reports admitted and being stored/folded, not yet counted */
+    srv_blob *task;           /* its check-in answer {"action": "train", …}, made once */
+    agg_slot slot[PROJ_SLOTS];
     double loss_sum, loss_w;  /* Σ n_k·loss_k, Σ n_k over reports with a loss */
     int64_t eval_samples, eval_correct;
     double eval_loss_sum;     /* Σ eval_samples_k·eval_loss_k */
@@ -192,6 +214,13 @@ struct srv_coord {
     srv_metrics *metrics;
     srv_metrics own_metrics;
     uint8_t admin_hash[SRV_HASH_BYTES];
+    /* tokens already resolved: every request carries one, and keys and tokens are never
+     * revoked, so a hit skips the database (and c->mu). Direct-mapped, bounded. */
+    pthread_mutex_t auth_mu;
+    struct auth_entry {
+        uint8_t hash[SRV_HASH_BYTES];
+        srv_principal who;     /* role 0: empty */
+    } *auth_cache;
     char *admin_path, *secret_path;
     char *spool_dir;          /* the database's directory: upload spool files */
     size_t max_body;
@@ -216,6 +245,14 @@ static void proj_free(proj *p)
     free(p->devs.ids);
     free(p->devs.st);
     free(p->confusion);
+    store_log_close(p->log);
+    srv_blob_release(p->task);
+    free(p->sel);
+    for (int i = 0; i < PROJ_SLOTS; i++) {
+        fed_agg_free(p->slot[i].agg);
+        af_free(p->slot[i].scratch);
+        pthread_mutex_destroy(&p->slot[i].mu);
+    }
     free(p);
 }
 
@@ -250,7 +287,38 @@ static void reset_attempt_stats(proj *p)
         memset(p->confusion, 0, (size_t)p->model->n_classes * p->model->n_classes * sizeof(int64_t));
     if (p->agg)
         fed_agg_reset(p->agg);
+    for (int i = 0; i < PROJ_SLOTS; i++)
+        if (p->slot[i].agg)
+            fed_agg_reset(p->slot[i].agg);
     devset_clear(&p->devs);
+    store_log_close(p->log);
+    p->log = NULL;
+    p->n_sel = 0;
+    srv_blob_release(p->task);
+    p->task = NULL;
+}
+
+/* The open attempt's log, opened (created) at its first record. */
+static int attempt_log(srv_coord *c, proj *p)
+{
+    if (p->log)
+        return 0;
+    store_attempt_key k = {p->id, p->round.number, p->round.attempt};
+    return store_log_open(c->st, &k, &p->log);
+}
+
+/* Room for one more selection (so that recording one after the log write cannot fail). */
+static int sel_reserve(proj *p)
+{
+    if (p->n_sel < p->cap_sel)
+        return 0;
+    size_t cap = p->cap_sel ? 2 * p->cap_sel : 64;
+    store_selection *a = realloc(p->sel, cap * sizeof *a);
+    if (!a)
+        return af_seterr(AF_ENOMEM, "out of memory for the round's selections");
+    p->sel = a;
+    p->cap_sel = cap;
+    return 0;
 }
 
 /* The checkpoint of p's current model serialized with its metadata, as a new blob. */
@@ -280,6 +348,8 @@ static int proj_build(srv_coord *c, const store_project *sp, proj **out)
     int rc;
     if (!p)
         return af_seterr(AF_ENOMEM, "out of memory");
+    for (int i = 0; i < PROJ_SLOTS; i++)
+        pthread_mutex_init(&p->slot[i].mu, NULL);
     p->id = sp->id;
     p->owner_id = sp->owner_id;
     snprintf(p->name, sizeof p->name, "%s", sp->name);
@@ -350,13 +420,9 @@ fail:
 
 /* ---- updates ------------------------------------------------------------------------------------ */
 
-/* Folds a validated update into the open attempt (memory only). */
-static int fold(proj *p, const float *delta, const srv_update *u, int64_t device)
+/* Counts a stored, folded update in the open attempt's statistics (memory only). */
+static int count_report(proj *p, const srv_update *u, int64_t device)
 {
-    fed_extra ex = {NULL, u->tau};
-    int rc = fed_agg_add(p->agg, delta, u->num_samples, &ex);
-    if (rc)
-        return rc;
     if (isfinite(u->loss)) {
         p->loss_sum += u->num_samples * u->loss;
         p->loss_w += u->num_samples;
@@ -373,6 +439,14 @@ static int fold(proj *p, const float *delta, const srv_update *u, int64_t device
     }
     p->round.reports++;
     return devset_put(&p->devs, device, DEV_REPORTED);
+}
+
+/* Folds a validated update into the open attempt and counts it (memory only). */
+static int fold(proj *p, const float *delta, const srv_update *u, int64_t device)
+{
+    fed_extra ex = {NULL, u->tau};
+    int rc = fed_agg_add(p->agg, delta, u->num_samples, &ex);
+    return rc ? rc : count_report(p, u, device);
 }
 
 /* ---- closing attempts --------------------------------------------------------------------------- */
@@ -424,6 +498,17 @@ static void close_attempt(srv_coord *c, proj *p)
 static int commit_round(srv_coord *c, proj *p, double now)
 {
     size_t n = p->model->n_params;
+    /* no report is in flight (callers check): the partial sums are idle */
+    for (int i = 0; i < PROJ_SLOTS; i++)
+        if (p->slot[i].agg && fed_agg_count(p->slot[i].agg)) {
+            int mrc = fed_agg_merge(p->agg, p->slot[i].agg);
+            if (mrc) {
+                af_log(AF_LOG_ERROR, "round_commit_failed", "project=%lld error=\"%s\"",
+                       (long long)p->id, af_errmsg());
+                return mrc;
+            }
+            fed_agg_reset(p->slot[i].agg);
+        }
     float *state = p->n_state ? fed_strategy_state(p->strat, &p->n_state) : NULL;
     if (state)
         memcpy(p->state_backup, state, p->n_state * sizeof(float));
@@ -444,7 +529,7 @@ static int commit_round(srv_coord *c, proj *p, double now)
     }
     if (!rc)
         rc = store_round_commit(c->st, &r, v, ck->data, ck->len, state,
-                                p->n_state * sizeof(float), done);
+                                p->n_state * sizeof(float), done, p->sel, p->n_sel);
     free(conf);
     if (rc) {
         if (state)
@@ -478,7 +563,7 @@ static int abandon_round(srv_coord *c, proj *p, double now)
 {
     store_round r;
     closing_stats(p, &r, now);
-    int rc = store_round_abandon(c->st, &r);
+    int rc = store_round_abandon(c->st, &r, p->sel, p->n_sel);
     if (rc) {
         af_log(AF_LOG_ERROR, "round_abandon_failed", "project=%lld round=%d error=\"%s\"",
                (long long)p->id, r.number, af_errmsg());
@@ -493,10 +578,11 @@ static int abandon_round(srv_coord *c, proj *p, double now)
     return 0;
 }
 
-/* Closes p's open attempt if its deadline passed. */
+/* Closes p's open attempt if its deadline passed (once no report is in flight: the last one
+ * to land closes it, or the next tick). */
 static void close_if_due(srv_coord *c, proj *p, double now)
 {
-    if (!p->open || now < p->round.deadline_at)
+    if (!p->open || now < p->round.deadline_at || p->inflight)
         return;
     if (p->round.reports >= p->plan.min_reports)
         commit_round(c, p, now);
@@ -520,12 +606,6 @@ typedef struct reload_ctx {
     proj *p;
 } reload_ctx;
 
-static int reload_selection(void *user, int64_t device)
-{
-    reload_ctx *x = user;
-    return devset_put(&x->p->devs, device, DEV_SELECTED);
-}
-
 static srv_upload_rules upload_rules(const srv_coord *c, const proj *p)
 {
     srv_upload_rules u = {p->model, p->plan.max_update_norm,
@@ -534,31 +614,51 @@ static srv_upload_rules upload_rules(const srv_coord *c, const proj *p)
 }
 
 /* Re-folds one stored report through the same validation as when it arrived: it passes
- * again (a failure means the database was edited by hand: the report is skipped, loudly). */
-static int reload_report(void *user, const store_report *rep)
+ * again (a failure means the file was edited by hand: the report is skipped, loudly). */
+static int reload_report(reload_ctx *x, int64_t device, const void *data, size_t len)
 {
-    reload_ctx *x = user;
     proj *p = x->p;
     srv_reply r = {0};
     srv_update u;
     srv_upload *up;
+    if (devset_get(&p->devs, device) == DEV_REPORTED) {
+        af_log(AF_LOG_ERROR, "reload_report_duplicate", "project=%lld device=%lld",
+               (long long)p->id, (long long)device);
+        return 0;
+    }
     srv_upload_rules rules = upload_rules(x->c, p);
-    rules.max_len = rules.body_len = rep->len;
+    rules.max_len = rules.body_len = len;
     int rc = srv_upload_create(&rules, NULL, p->delta, &up);
     if (rc)
         return rc;
-    if (srv_upload_feed(up, rep->data, rep->len, &r) || srv_upload_finish(up, &u, &r)) {
+    if (srv_upload_feed(up, data, len, &r) || srv_upload_finish(up, &u, &r)) {
         af_log(AF_LOG_ERROR, "reload_report_invalid", "project=%lld device=%lld error=\"%s\"",
-               (long long)p->id, (long long)rep->device, r.msg);
+               (long long)p->id, (long long)device, r.msg);
         srv_upload_free(up);
         return 0;
     }
-    rc = fold(p, p->delta, &u, rep->device);
+    rc = fold(p, p->delta, &u, device);
     srv_upload_free(up);
     if (rc)
         af_log(AF_LOG_ERROR, "reload_fold_failed", "project=%lld device=%lld error=\"%s\"",
-               (long long)p->id, (long long)rep->device, af_errmsg());
+               (long long)p->id, (long long)device, af_errmsg());
     return rc == AF_ENOMEM ? rc : 0;
+}
+
+static int reload_record(void *user, const store_log_record *rec)
+{
+    reload_ctx *x = user;
+    proj *p = x->p;
+    if (rec->type == STORE_LOG_REPORT)
+        return reload_report(x, rec->device, rec->data, rec->len);
+    if (devset_get(&p->devs, rec->device) != DEV_NONE)
+        return 0;
+    int rc = sel_reserve(p);
+    if (rc || (rc = devset_put(&p->devs, rec->device, DEV_SELECTED)))
+        return rc;
+    p->sel[p->n_sel++] = (store_selection){rec->device, rec->at};
+    p->round.selected++;
+    return 0;
 }
 
 static int load_open_round(srv_coord *c, proj *p)
@@ -573,13 +673,13 @@ static int load_open_round(srv_coord *c, proj *p)
         return rc;
     p->round = r;
     p->round.reports = 0;
+    p->round.selected = 0;
     p->open = 1;
     if (c->metrics)
         atomic_fetch_add(&c->metrics->rounds_open, 1);
-    store_attempt_key k = {p->id, r.number, r.attempt};
     reload_ctx x = {c, p};
-    if (!(rc = store_selection_each(c->st, &k, reload_selection, &x)))
-        rc = store_report_each(c->st, &k, reload_report, &x);
+    if (!(rc = attempt_log(c, p)))
+        rc = store_log_each(p->log, reload_record, &x);
     return rc;
 }
 
@@ -641,6 +741,7 @@ int srv_coord_open(const char *db_path, const srv_coord_config *cfg, srv_metrics
     if (!c)
         return af_seterr(AF_ENOMEM, "out of memory");
     pthread_mutex_init(&c->mu, NULL);
+    pthread_mutex_init(&c->auth_mu, NULL);
     c->cfg = *cfg;
     if (!(c->cfg.retry_after_s > 0))
         c->cfg.retry_after_s = 5;
@@ -706,6 +807,8 @@ void srv_coord_free(srv_coord *c)
     free(c->secret_path);
     free(c->spool_dir);
     pthread_mutex_destroy(&c->mu);
+    pthread_mutex_destroy(&c->auth_mu);
+    free(c->auth_cache);
     free(c);
 }
 
@@ -722,6 +825,8 @@ long long srv_coord_devices(srv_coord *c)
 
 /* ---- principals ---------------------------------------------------------------------------------- */
 
+#define AUTH_CACHE 65536 /* entries of 48 bytes: 3 MiB at most */
+
 int srv_coord_auth(srv_coord *c, const char *token, size_t len, srv_principal *out)
 {
     uint8_t h[SRV_HASH_BYTES];
@@ -731,6 +836,17 @@ int srv_coord_auth(srv_coord *c, const char *token, size_t len, srv_principal *o
         out->role = SRV_ADMIN;
         return 0;
     }
+    uint64_t slot;
+    memcpy(&slot, h, sizeof slot); /* a SHA-256: its bits are already uniform */
+    slot %= AUTH_CACHE;
+    pthread_mutex_lock(&c->auth_mu);
+    struct auth_entry *e = c->auth_cache ? &c->auth_cache[slot] : NULL;
+    int hit = e && e->who.role && sodium_memcmp(e->hash, h, SRV_HASH_BYTES) == 0;
+    if (hit)
+        *out = e->who;
+    pthread_mutex_unlock(&c->auth_mu);
+    if (hit)
+        return 0;
     pthread_mutex_lock(&c->mu);
     int rc = store_device_find(c->st, h, &out->id);
     if (!rc)
@@ -740,7 +856,17 @@ int srv_coord_auth(srv_coord *c, const char *token, size_t len, srv_principal *o
     pthread_mutex_unlock(&c->mu);
     if (rc == AF_ENOTFOUND)
         return af_seterr(AF_EAUTH, "unknown token");
-    return rc;
+    if (rc)
+        return rc;
+    pthread_mutex_lock(&c->auth_mu);
+    if (!c->auth_cache)
+        c->auth_cache = calloc(AUTH_CACHE, sizeof *c->auth_cache);
+    if (c->auth_cache) {
+        memcpy(c->auth_cache[slot].hash, h, SRV_HASH_BYTES);
+        c->auth_cache[slot].who = *out;
+    }
+    pthread_mutex_unlock(&c->auth_mu);
+    return 0;
 }
 
 static int string_field(const cJSON *body, const char *key, size_t max, const char **out,
@@ -1337,15 +1463,60 @@ static int bool_false(const cJSON *obj, const char *key)
     return j && cJSON_IsFalse(j);
 }
 
+/* An optional number >= 0 of an object: 0 and *v (untouched when absent), or 400 naming
+ * what.key. */
+static int opt_number(const cJSON *obj, const char *what, const char *key, double *v,
+                      srv_reply *r)
+{
+    const cJSON *j = obj ? cJSON_GetObjectItemCaseSensitive(obj, key) : NULL;
+    if (!j)
+        return 0;
+    if (!cJSON_IsNumber(j) || !(j->valuedouble >= 0) || !isfinite(j->valuedouble))
+        return srv_reply_error(r, 400, "bad_field", "%s.%s: expected a number >= 0", what, key);
+    *v = j->valuedouble;
+    return 0;
+}
+
+/* What a device says at check-in about what it can take (0: no limit / unknown). */
+typedef struct dev_caps {
+    double max_params, max_epochs, max_seconds, max_memory;
+    double train_samples, flops_per_s;
+} dev_caps;
+
+/* 1 if a project's task is within the device's caps (the checks the device library makes
+ * before it downloads anything, so that a selected device does not refuse its task). */
+static int within_caps(const proj *p, const dev_caps *k)
+{
+    if (k->max_params > 0 && (double)p->model->n_params > k->max_params)
+        return 0;
+    if (k->max_epochs > 0 && p->plan.local_epochs > k->max_epochs)
+        return 0;
+    if (k->max_memory > 0 && (double)srv_plan_memory(p->model, &p->plan) > k->max_memory)
+        return 0;
+    if (k->max_seconds > 0 && k->train_samples > 0 &&
+        srv_plan_seconds(p->model, &p->plan, k->train_samples, k->flops_per_s) > k->max_seconds)
+        return 0;
+    return 1;
+}
+
+/* The open attempt takes no more devices and no more reports: its deadline has passed or
+ * its goal count is reached, and it closes as soon as the reports in flight have landed. */
+static int closing(const proj *p, double now)
+{
+    return now >= p->round.deadline_at ||
+           p->round.reports + p->inflight >= p->plan.devices_per_round;
+}
+
 void srv_coord_checkin(srv_coord *c, const srv_principal *who, const cJSON *body, srv_reply *r)
 {
-    static const char *const keys[] = {"dataset", "conditions", "caps", NULL};
+    static const char *const keys[] = {"dataset", "conditions", "caps", "device", NULL};
     if (only_fields(body, keys, r))
         return;
     srv_schema sch;
     const cJSON *ds = cJSON_GetObjectItemCaseSensitive(body, "dataset");
     const cJSON *cond = cJSON_GetObjectItemCaseSensitive(body, "conditions");
     const cJSON *caps = cJSON_GetObjectItemCaseSensitive(body, "caps");
+    const cJSON *dev = cJSON_GetObjectItemCaseSensitive(body, "device");
     if (ds && srv_schema_parse(ds, "dataset", &sch)) {
         srv_reply_error(r, 400, "bad_field", "%s", af_errmsg());
         return;
@@ -1364,75 +1535,101 @@ void srv_coord_checkin(srv_coord *c, const srv_principal *who, const cJSON *body
             return;
         }
     }
-    if ((cond && !cJSON_IsObject(cond)) || (caps && !cJSON_IsObject(caps))) {
-        srv_reply_error(r, 400, "bad_field", "%s: expected an object",
-                        cond && !cJSON_IsObject(cond) ? "conditions" : "caps");
-        return;
-    }
-    double max_params = 0, max_epochs = 0;
-    if (caps) {
-        const cJSON *mp = cJSON_GetObjectItemCaseSensitive(caps, "max_params");
-        const cJSON *me = cJSON_GetObjectItemCaseSensitive(caps, "max_epochs");
-        if ((mp && !(cJSON_IsNumber(mp) && mp->valuedouble >= 0)) ||
-            (me && !(cJSON_IsNumber(me) && me->valuedouble >= 0))) {
-            srv_reply_error(r, 400, "bad_field", "caps.%s: expected a number >= 0",
-                            mp && !(cJSON_IsNumber(mp) && mp->valuedouble >= 0) ? "max_params"
-                                                                                : "max_epochs");
+    const cJSON *objs[3] = {cond, caps, dev};
+    const char *names[3] = {"conditions", "caps", "device"};
+    for (int i = 0; i < 3; i++)
+        if (objs[i] && !cJSON_IsObject(objs[i])) {
+            srv_reply_error(r, 400, "bad_field", "%s: expected an object", names[i]);
             return;
         }
-        max_params = mp ? mp->valuedouble : 0;
-        max_epochs = me ? me->valuedouble : 0;
-    }
+    dev_caps k = {0};
+    if (opt_number(caps, "caps", "max_params", &k.max_params, r) ||
+        opt_number(caps, "caps", "max_epochs", &k.max_epochs, r) ||
+        opt_number(caps, "caps", "max_seconds", &k.max_seconds, r) ||
+        opt_number(caps, "caps", "max_memory", &k.max_memory, r) ||
+        opt_number(dev, "device", "train_samples", &k.train_samples, r) ||
+        opt_number(dev, "device", "flops_per_s", &k.flops_per_s, r))
+        return;
     /* a device that is not charging, idle and unmetered is told to come back */
     int ready = !(cond && (bool_false(cond, "charging") || bool_false(cond, "idle") ||
                            bool_false(cond, "unmetered")));
     pthread_mutex_lock(&c->mu);
     double now = store_now();
-    int full = 0;
+    int running = 0, done = 0, fits = 0;
     proj *chosen = NULL;
-    for (int i = 0; ready && !chosen && i < c->n_projects; i++) {
+    for (int i = 0; !chosen && i < c->n_projects; i++) {
         proj *p = c->projects[i];
-        if (p->done || !srv_schema_matches(&sch, &p->plan, p->model) ||
-            (max_params > 0 && (double)p->model->n_params > max_params) ||
-            (max_epochs > 0 && p->plan.local_epochs > max_epochs))
+        if (!srv_schema_matches(&sch, &p->plan, p->model))
             continue;
-        close_if_due(c, p, now);
-        if (p->done)
+        if (!p->done)
+            close_if_due(c, p, now);
+        if (p->done) {
+            done++;
             continue;
+        }
+        running++;
+        if (!ready || !within_caps(p, &k))
+            continue;
+        fits++;
         if (p->open) {
             int st = devset_get(&p->devs, who->id);
             if (st == DEV_SELECTED) { /* asked again: the same task */
                 chosen = p;
                 break;
             }
-            if (st == DEV_REPORTED || p->round.selected >= srv_plan_quota(&p->plan)) {
-                full = 1;
+            if (st != DEV_NONE || p->round.selected >= srv_plan_quota(&p->plan) ||
+                closing(p, now))
                 continue;
-            }
         } else if (open_attempt(c, p, now)) {
             reply_internal(r, "open round");
             goto out;
         }
-        store_attempt_key k = {p->id, p->round.number, p->round.attempt};
-        if (store_selection_add(c->st, &k, who->id) || devset_put(&p->devs, who->id, DEV_SELECTED)) {
+        /* the log first: a selection that is answered survives a crash */
+        if (sel_reserve(p) || devset_put(&p->devs, who->id, DEV_NONE) || attempt_log(c, p) ||
+            store_log_selection(p->log, who->id, now)) {
             reply_internal(r, "select device");
             goto out;
         }
+        devset_put(&p->devs, who->id, DEV_SELECTED); /* the slot exists: cannot fail */
+        p->sel[p->n_sel++] = (store_selection){who->id, now};
         p->round.selected++;
         chosen = p;
         af_log(AF_LOG_DEBUG, "device_selected", "project=%lld round=%d attempt=%d device=%lld",
                (long long)p->id, p->round.number, p->round.attempt, (long long)who->id);
     }
     if (chosen) {
-        reply_json(r, 200, task_json(chosen));
+        /* every device of an attempt gets the same task: its JSON is printed once */
+        if (!chosen->task) {
+            cJSON *tj = task_json(chosen);
+            char *txt = tj ? cJSON_PrintUnformatted(tj) : NULL;
+            chosen->task = txt ? blob_from(txt, strlen(txt)) : NULL;
+            free(txt);
+            cJSON_Delete(tj);
+        }
+        if (!chosen->task) {
+            srv_reply_error(r, 500, "internal", "out of memory");
+            goto out;
+        }
+        srv_blob_ref(chosen->task);
+        r->status = 200;
+        r->blob = chosen->task;
+        r->ctype = "application/json";
         atomic_fetch_add(&c->metrics->checkins[SRV_CHECKIN_TRAIN], 1);
     } else {
-        /* pace steering: a full round (or one this device already reported to) will not need
-         * it before it closes, so it waits longer than an idle device */
+        /* why: every project this device could join is done; none matches its data; its
+         * conditions say not now; every running one is beyond its caps; or the rounds that
+         * could take it are full (or it has reported to them). Pace steering: a full round
+         * will not need the device before it closes, so it waits longer than an idle one. */
+        const char *reason = !running ? (done ? "project_done" : "no_task")
+                             : !ready ? "conditions"
+                             : !fits  ? "caps"
+                                      : "round_full";
+        int full = strcmp(reason, "round_full") == 0;
         double wait = jitter(c, full ? 2 * c->cfg.retry_after_s : c->cfg.retry_after_s);
         cJSON *j = cJSON_CreateObject();
         if (j && (!cJSON_AddStringToObject(j, "action", "wait") ||
-                  !cJSON_AddNumberToObject(j, "retry_after", wait))) {
+                  !cJSON_AddNumberToObject(j, "retry_after", wait) ||
+                  !cJSON_AddStringToObject(j, "reason", reason))) {
             cJSON_Delete(j);
             j = NULL;
         }
@@ -1473,10 +1670,16 @@ static int report_state(srv_coord *c, const srv_principal *who, proj *p, int64_t
         return srv_reply_error(r, 403, "forbidden", "device %lld was not selected for round %d "
                                                     "attempt %d", (long long)who->id, round,
                                p->round.attempt);
-    if (st == DEV_REPORTED)
+    if (st == DEV_REPORTED || st == DEV_REPORTING)
         return srv_reply_error(r, 409, "duplicate", "device %lld already reported in round %d "
                                                     "attempt %d", (long long)who->id, round,
                                p->round.attempt);
+    if (closing(p, store_now()))
+        return srv_reply_error(r, 409, "late", "round %d attempt %d is closing (%s)", round,
+                               p->round.attempt,
+                               p->round.reports + p->inflight >= p->plan.devices_per_round
+                                   ? "it has all its reports"
+                                   : "its deadline has passed");
     return 0;
 }
 
@@ -1501,16 +1704,29 @@ int srv_coord_report_begin(srv_coord *c, const srv_principal *who, int64_t id, i
     return 0;
 }
 
-/* store_report_add_stream's source: the upload's bytes, the floats also into the scratch. */
-typedef struct fill_ctx {
-    srv_upload *up;
-    float *delta;
-} fill_ctx;
-
-static int fill_report(void *user, size_t off, void *buf, size_t n)
+/* Folds a stored update into a free partial sum of the open attempt (no c->mu). 1 when no
+ * partial sum could be set up (out of memory): the caller folds under the lock instead. */
+static int fold_partial(proj *p, srv_upload *up, const srv_update *u)
 {
-    fill_ctx *f = user;
-    return srv_upload_read(f->up, off, buf, n, f->delta);
+    agg_slot *s = NULL;
+    for (int i = 0; i < PROJ_SLOTS && !s; i++)
+        if (pthread_mutex_trylock(&p->slot[i].mu) == 0)
+            s = &p->slot[i];
+    if (!s) { /* both busy (more request threads than slots): wait for one */
+        s = &p->slot[(size_t)pthread_self() % PROJ_SLOTS];
+        pthread_mutex_lock(&s->mu);
+    }
+    int rc = 0;
+    if (!s->agg && fed_agg_create(p->strat, &s->agg))
+        rc = 1;
+    if (!rc && !s->scratch && !(s->scratch = af_alloc(p->model->n_params * sizeof(float))))
+        rc = 1;
+    const float *delta = NULL;
+    fed_extra ex = {NULL, u->tau};
+    if (!rc && (rc = srv_upload_delta(up, s->scratch, &delta)) == 0)
+        rc = fed_agg_add(s->agg, delta, u->num_samples, &ex);
+    pthread_mutex_unlock(&s->mu);
+    return rc;
 }
 
 void srv_coord_report_finish(srv_coord *c, const srv_principal *who, int64_t id, int round,
@@ -1525,44 +1741,64 @@ void srv_coord_report_finish(srv_coord *c, const srv_principal *who, int64_t id,
     if (bad) {
         if (p && p->open && p->round.number == round)
             p->round.refused++;
-        goto out;
+        pthread_mutex_unlock(&c->mu);
+        return;
     }
-    if (report_state(c, who, p, id, round, u.attempt, r))
-        goto out;
-    store_attempt_key k = {p->id, p->round.number, p->round.attempt};
-    store_report rep = {.device = who->id, .num_samples = u.num_samples, .loss = u.loss,
-                        .tau = u.tau, .eval_samples = u.eval_samples,
-                        .eval_correct = u.eval_correct, .eval_loss = u.eval_loss,
-                        .eval_confusion = u.eval_confusion};
-    /* the bytes go from the spool into the row while the floats land in the project's
-     * scratch: the update is whole in memory only here, under the lock, once per project */
-    fill_ctx f = {up, p->delta};
-    int rc = store_report_add_stream(c->st, &k, &rep, srv_upload_len(up), fill_report, &f);
-    if (rc == AF_ESTATE) {
-        srv_reply_error(r, 409, "duplicate", "%s", af_errmsg());
-        goto out;
+    if (report_state(c, who, p, id, round, u.attempt, r) || attempt_log(c, p) ||
+        devset_put(&p->devs, who->id, DEV_REPORTING)) {
+        if (!r->status)
+            reply_internal(r, "store report");
+        pthread_mutex_unlock(&c->mu);
+        return;
     }
-    if (rc) {
+    /* the device's slot is claimed: store and fold without the lock (the attempt cannot
+     * close while a report is in flight, so p->log stays) */
+    p->inflight++;
+    store_log *log = p->log;
+    int attempt = p->round.attempt;
+    pthread_mutex_unlock(&c->mu);
+
+    struct iovec iov[3];
+    int niov, fd;
+    size_t fd_len;
+    srv_upload_body(up, iov, &niov, &fd, &fd_len);
+    int rc = store_log_report(log, who->id, store_now(), iov, niov, fd, fd_len);
+    int folded = rc ? -1 : fold_partial(p, up, &u);
+
+    pthread_mutex_lock(&c->mu);
+    p->inflight--;
+    if (rc) { /* nothing was stored: the device may try again */
+        devset_put(&p->devs, who->id, DEV_SELECTED);
         reply_internal(r, "store report");
-        goto out;
+    } else {
+        /* stored: from here the report counts, in memory as after a restart */
+        if (folded == 1) { /* no partial sum: fold into the project's sum, under the lock */
+            const float *delta = NULL;
+            fed_extra ex = {NULL, u.tau};
+            if (!(folded = srv_upload_delta(up, p->delta, &delta)))
+                folded = fed_agg_add(p->agg, delta, u.num_samples, &ex);
+        }
+        if (folded || count_report(p, &u, who->id))
+            af_log(AF_LOG_ERROR, "fold_failed", "project=%lld device=%lld error=\"%s\"",
+                   (long long)id, (long long)who->id, af_errmsg());
+        int reports = p->round.reports;
+        af_log(AF_LOG_INFO, "report_accepted", "project=%lld round=%d attempt=%d device=%lld "
+                                               "samples=%g reports=%d",
+               (long long)id, round, attempt, (long long)who->id, u.num_samples, reports);
+        cJSON *j = cJSON_CreateObject();
+        if (j && (!cJSON_AddTrueToObject(j, "accepted") ||
+                  !cJSON_AddNumberToObject(j, "reports", reports))) {
+            cJSON_Delete(j);
+            j = NULL;
+        }
+        reply_json(r, 200, j);
     }
-    /* stored and committed: from here the report counts, in memory as after a restart */
-    if ((rc = fold(p, p->delta, &u, who->id)))
-        af_log(AF_LOG_ERROR, "fold_failed", "project=%lld device=%lld error=\"%s\"",
-               (long long)id, (long long)who->id, af_errmsg());
-    int reports = p->round.reports;
-    af_log(AF_LOG_INFO, "report_accepted", "project=%lld round=%d attempt=%d device=%lld "
-                                           "samples=%g reports=%d",
-           (long long)id, round, p->round.attempt, (long long)who->id, u.num_samples, reports);
-    if (reports >= p->plan.devices_per_round)
-        commit_round(c, p, store_now());
-    cJSON *j = cJSON_CreateObject();
-    if (j && (!cJSON_AddTrueToObject(j, "accepted") ||
-              !cJSON_AddNumberToObject(j, "reports", reports))) {
-        cJSON_Delete(j);
-        j = NULL;
+    /* the last report in flight closes an attempt that reached its goal or its deadline */
+    if (!p->inflight && p->open) {
+        if (p->round.reports >= p->plan.devices_per_round)
+            commit_round(c, p, store_now());
+        else
+            close_if_due(c, p, store_now());
     }
-    reply_json(r, 200, j);
-out:
     pthread_mutex_unlock(&c->mu);
 }

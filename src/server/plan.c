@@ -139,6 +139,38 @@ int srv_plan_quota(const srv_plan *p)
     return q < p->devices_per_round ? p->devices_per_round : (int)q;
 }
 
+size_t srv_plan_memory(const nn_model *m, const srv_plan *p)
+{
+    enum { EVAL_BATCH = 64 }; /* the device library's evaluation batch */
+    size_t sum_out = m->layers[0].in_n, max_out = m->layers[0].in_n, scratch = 0;
+    for (int i = 0; i < m->n_layers; i++) {
+        const nn_layer *l = &m->layers[i];
+        sum_out += l->out_n;
+        if (l->out_n > max_out)
+            max_out = l->out_n;
+        if (l->kind == NN_CONV2D) {
+            /* im2col: (out_h·out_w) × (in_c·k_h·k_w) per sample */
+            size_t s = (size_t)l->out_h * l->out_w * l->geo.c * l->geo.kh * l->geo.kw;
+            if (s > scratch)
+                scratch = s;
+        }
+    }
+    /* activations + max-pool arguments + two gradient planes + scratch, per sample */
+    size_t per_sample = 2 * sum_out + 2 * max_out + scratch, batch = (size_t)p->batch;
+    size_t opt_state = strcmp(p->optimizer, "adam") == 0 ? 2 : p->momentum > 0 ? 1 : 0;
+    /* params, received copy, update, optimizer state, one gradient buffer */
+    size_t floats = m->n_params * (4 + opt_state);
+    floats += batch * per_sample + batch * m->layers[0].in_n;
+    floats += (size_t)EVAL_BATCH * (per_sample + m->layers[0].in_n);
+    return floats * sizeof(float);
+}
+
+double srv_plan_seconds(const nn_model *m, const srv_plan *p, double samples, double flops_per_s)
+{
+    double rate = flops_per_s > 0 ? flops_per_s : SRV_DEVICE_FLOPS;
+    return 3.0 * m->flops_fwd * samples * p->local_epochs / rate;
+}
+
 int srv_schema_parse(const cJSON *j, const char *what, srv_schema *out)
 {
     memset(out, 0, sizeof *out);

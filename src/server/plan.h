@@ -44,6 +44,21 @@ cJSON *srv_plan_to_json(const srv_plan *p);
 /* ceil(devices_per_round × over_selection): how many devices one attempt hands tasks to. */
 int srv_plan_quota(const srv_plan *p);
 
+/* Bytes a device needs to train model m with plan p on one thread: parameters, the received
+ * copy, the update, one gradient buffer, optimizer state (Adam 2, momentum 1 per parameter),
+ * activations, max-pool arguments, gradient planes and im2col scratch for a batch, and an
+ * evaluation batch of 64. The device library's estimate (client_task_memory) at one thread,
+ * so a device whose max_memory is below it would refuse the task; one training more threads
+ * needs a gradient buffer and a batch share more per thread. */
+size_t srv_plan_memory(const nn_model *m, const srv_plan *p);
+/* The slowest training speed the coordinator assumes of a device that has not measured its
+ * own (FLOP/s; a phone's small core). */
+#define SRV_DEVICE_FLOPS 1e9
+/* Seconds of local training for `samples` training samples: forward + backward ≈ 3 forward
+ * passes per sample per epoch, 3·flops_fwd·samples·local_epochs / flops_per_s, at the
+ * device's measured flops_per_s (> 0) or else SRV_DEVICE_FLOPS. */
+double srv_plan_seconds(const nn_model *m, const srv_plan *p, double samples, double flops_per_s);
+
 /* A dataset schema as a device declares it: {"name", "kind", "shape", "classes"}. */
 typedef struct srv_schema {
     char name[64];

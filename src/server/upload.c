@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
@@ -27,6 +28,10 @@
  * through the file system costs ~40 % more coordinator CPU than keeping it) */
 #define MEM_MAX ((size_t)1 << 20)
 #define MAX_CLASSES 256
+
+typedef uint32_t u32x8 __attribute__((vector_size(32)));
+typedef float f32x8 __attribute__((vector_size(32)));
+typedef double f64x8 __attribute__((vector_size(64)));
 
 typedef struct seg {
     size_t begin, end;      /* byte range in the data area */
@@ -55,7 +60,8 @@ struct srv_upload {
     uint8_t carry[4];       /* a float split across two feeds */
     int ncarry;
     size_t dpos;            /* data bytes checked */
-    double ss, big;         /* Σ x², max |x| */
+    double lane[8];         /* Σ x² over the floats of index ≡ j (mod 8), in index order */
+    uint32_t bigbits;       /* max |x| as its IEEE bit pattern (sign cleared) */
     int64_t *conf;
     char *conf_text;
 };
@@ -281,21 +287,36 @@ static void scatter(const srv_upload *u, size_t at, const uint8_t *p, size_t n, 
     }
 }
 
+/* ||delta||² so far: the eight lanes summed in a fixed order, so the value does not depend
+ * on how the network cut the body. */
+static double norm2(const srv_upload *u)
+{
+    double ss = 0;
+    for (int j = 0; j < 8; j++)
+        ss += u->lane[j];
+    return ss;
+}
+
 /* One float of the data area, at data byte `at`: finite, and into the running norm. */
 static int check_float(srv_upload *u, const uint8_t *b, size_t at, srv_reply *r)
 {
+    uint32_t bits;
     float x;
+    memcpy(&bits, b, sizeof bits);
     memcpy(&x, b, sizeof x);
-    if (!isfinite(x))
+    if ((bits & 0x7f800000u) == 0x7f800000u)
         return refuse(u, r, 400, "non_finite", "update: tensor '%s' holds %s",
                       param_name(u, seg_at(u, at)->param), isnan(x) ? "NaN" : "Inf");
     double v = x;
-    u->ss += v * v; /* ||delta||² */
-    u->big = fabs(v) > u->big ? fabs(v) : u->big;
+    u->lane[(at / 4) & 7] += v * v; /* ||delta||² */
+    bits &= 0x7fffffffu;
+    u->bigbits = bits > u->bigbits ? bits : u->bigbits;
     return 0;
 }
 
-/* Checks data bytes [dpos, dpos + n) as they pass; refuses as soon as the norm is over. */
+/* Checks data bytes [dpos, dpos + n) as they pass; refuses as soon as the norm is over.
+ * Whole groups of eight floats (float index a multiple of 8) take the vector path: the
+ * finiteness test and max |x| on the bit patterns, x² into the eight lanes. */
 static int check_data(srv_upload *u, const uint8_t *p, size_t n, srv_reply *r)
 {
     size_t i = 0;
@@ -311,15 +332,47 @@ static int check_data(srv_upload *u, const uint8_t *p, size_t n, srv_reply *r)
             }
             continue;
         }
+        for (; i + 4 <= n && (u->dpos & 31); i += 4, u->dpos += 4)
+            if (check_float(u, p + i, u->dpos, r))
+                return u->status;
+        /* GCC/Clang vector types: eight lanes side by side, whatever the target ISA */
+        f64x8 acc;
+        u32x8 big = {0}, bad = {0};
+        size_t i0 = i;
+        memcpy(&acc, u->lane, sizeof acc);
+        for (; i + 32 <= n; i += 32) {
+            u32x8 w;
+            f32x8 f;
+            memcpy(&w, p + i, sizeof w);
+            memcpy(&f, p + i, sizeof f);
+            u32x8 a = w & 0x7fffffffu;
+            bad |= (u32x8)(a >= 0x7f800000u); /* NaN or Inf: exponent all ones */
+            u32x8 gt = (u32x8)(a > big);
+            big = (a & gt) | (big & ~gt);
+            f64x8 d = __builtin_convertvector(f, f64x8);
+            acc += d * d;
+        }
+        uint32_t any = 0, bmax = u->bigbits;
+        for (int j = 0; j < 8; j++) {
+            any |= bad[j];
+            bmax = big[j] > bmax ? big[j] : bmax;
+        }
+        if (any) /* name the culprit: the scalar path refuses at the first one */
+            for (size_t k = i0; k < i; k += 4)
+                if (check_float(u, p + k, u->dpos + (k - i0), r))
+                    return u->status;
+        u->dpos += i - i0;
+        memcpy(u->lane, &acc, sizeof acc);
+        u->bigbits = bmax;
         for (; i + 4 <= n; i += 4, u->dpos += 4)
             if (check_float(u, p + i, u->dpos, r))
                 return u->status;
     }
-    double lim = u->rules.max_norm;
-    if (u->ss > lim * lim)
+    double lim = u->rules.max_norm, ss = norm2(u);
+    if (ss > lim * lim)
         return refuse(u, r, 400, "over_norm", "update: L2 norm exceeds the plan's "
                                               "max_update_norm %g (%.6g after %zu of %zu values)",
-                      lim, sqrt(u->ss), u->dpos / 4, u->data_len / 4);
+                      lim, sqrt(ss), u->dpos / 4, u->data_len / 4);
     return 0;
 }
 
@@ -459,9 +512,9 @@ int srv_upload_finish(srv_upload *u, srv_update *out, srv_reply *r)
         return refuse(u, r, 400, "bad_safetensors", "update: truncated: %zu of the %zu data bytes "
                                                     "the header promises", u->got - 8 - (size_t)u->hlen,
                       u->data_len);
-    if (sqrt(u->ss) > u->rules.max_norm)
+    if (sqrt(norm2(u)) > u->rules.max_norm)
         return refuse(u, r, 400, "over_norm", "update: L2 norm %.6g exceeds the plan's "
-                                              "max_update_norm %g", sqrt(u->ss), u->rules.max_norm);
+                                              "max_update_norm %g", sqrt(norm2(u)), u->rules.max_norm);
     double attempt = 0, n = 0, loss = NAN, tau = NAN, es = 0, ec = 0, el = NAN;
     if (meta_number(u, r, "attempt", 1, 1, 1e9, 1, &attempt) ||
         meta_number(u, r, "num_samples", 1, 1e-9, 1e12, 0, &n) ||
@@ -485,9 +538,12 @@ int srv_upload_finish(srv_upload *u, srv_update *out, srv_reply *r)
             return refuse(u, r, 500, "internal", "out of memory");
     }
     /* the exact accumulator refuses terms |n·delta| >= 2^62: refuse them here, as a norm */
-    if (!(n * u->big < 0x1p61))
+    float bigf;
+    memcpy(&bigf, &u->bigbits, sizeof bigf);
+    double big = bigf;
+    if (!(n * big < 0x1p61))
         return refuse(u, r, 400, "over_norm", "update: num_samples × max|delta| = %g is too large",
-                      n * u->big);
+                      n * big);
     out->attempt = (int)attempt;
     out->num_samples = n;
     out->loss = loss;
@@ -500,32 +556,49 @@ int srv_upload_finish(srv_upload *u, srv_update *out, srv_reply *r)
     return 0;
 }
 
-int srv_upload_read(srv_upload *u, size_t off, void *buf, size_t n, float *delta)
+void srv_upload_body(const srv_upload *u, struct iovec iov[3], int *n, int *fd, size_t *fd_len)
 {
-    uint8_t *dst = buf;
-    size_t hend = 8 + (size_t)u->hlen;
-    if (!u->spool_dir || u->status || off + n > u->got)
-        return af_seterr(AF_ESTATE, "upload: nothing to read back");
-    while (n) {
-        size_t k;
-        if (off < 8) {
-            k = 8 - off < n ? 8 - off : n;
-            memcpy(dst, u->lenbuf + off, k);
-        } else if (off < hend) {
-            k = hend - off < n ? hend - off : n;
-            memcpy(dst, u->hdr + (off - 8), k);
-        } else if (u->mem) {
-            k = n;
-            memcpy(dst, u->mem + (off - hend), k);
-            scatter(u, off - hend, dst, k, delta);
-        } else {
-            ssize_t got = pread(u->fd, dst, n, (off_t)(off - hend));
-            if (got <= 0)
-                return af_seterr(AF_EIO, "upload spool: %s", got < 0 ? strerror(errno) : "short read");
-            k = (size_t)got;
-            scatter(u, off - hend, dst, k, delta);
-        }
-        off += k, dst += k, n -= k;
+    iov[0] = (struct iovec){(void *)u->lenbuf, 8};
+    iov[1] = (struct iovec){u->hdr, (size_t)u->hlen};
+    *n = 2;
+    *fd = -1;
+    *fd_len = 0;
+    if (u->mem)
+        iov[(*n)++] = (struct iovec){u->mem, u->data_len};
+    else if (u->fd >= 0) {
+        *fd = u->fd;
+        *fd_len = u->data_len;
     }
+}
+
+int srv_upload_delta(srv_upload *u, float *scratch, const float **out)
+{
+    *out = NULL;
+    if (!u->spool_dir || u->status || u->dpos != u->data_len || (!u->mem && u->fd < 0))
+        return af_seterr(AF_ESTATE, "upload: no finished update to read back");
+    int identity = 1; /* the data area is the flat parameter vector (tensors in spec order) */
+    for (int i = 0; i < u->nseg; i++)
+        identity &= u->segs[i].begin == u->segs[i].poff * sizeof(float);
+    if (u->mem && identity) {
+        *out = (const float *)(const void *)u->mem; /* malloc'd: aligned for floats */
+        return 0;
+    }
+    if (u->mem) {
+        scatter(u, 0, u->mem, u->data_len, scratch);
+        *out = scratch;
+        return 0;
+    }
+    uint8_t buf[65536];
+    for (size_t off = 0; off < u->data_len;) {
+        size_t k = u->data_len - off < sizeof buf ? u->data_len - off : sizeof buf;
+        ssize_t got = pread(u->fd, buf, k, (off_t)off);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0)
+            return af_seterr(AF_EIO, "upload spool: %s", got < 0 ? strerror(errno) : "short read");
+        scatter(u, off, buf, (size_t)got, scratch);
+        off += (size_t)got;
+    }
+    *out = scratch;
     return 0;
 }

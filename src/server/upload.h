@@ -8,14 +8,16 @@
  * spool file, so a connection never holds more than that whatever the model; for a stored
  * report being reloaded it goes straight into a delta vector. A refusal
  * is known as soon as the byte that causes it arrives; srv_upload_finish checks the end
- * (truncation, the norm, the __metadata__). Afterwards srv_upload_read replays the body for
- * the store while scattering the floats into a delta vector for the fold.
+ * (truncation, the norm, the __metadata__). Afterwards srv_upload_body hands the body as
+ * received to the attempt log (no copy), and srv_upload_delta the floats in parameter order
+ * to the fold (no copy either when the tensors come in the spec's order, as ours do).
  */
 #ifndef AF_SERVER_UPLOAD_H
 #define AF_SERVER_UPLOAD_H
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
 #include "nn/model.h"
 #include "server/coord.h"
@@ -58,9 +60,15 @@ int srv_upload_finish(srv_upload *u, srv_update *out, srv_reply *r);
 
 /* Body length, once finished. */
 size_t srv_upload_len(const srv_upload *u);
-/* Copies body bytes [off, off + n) into buf (for store_report_add_stream) and, for the data
- * area, the same floats into delta[n_params] at their parameter offsets. Reads must cover the
- * body in order. 0 or AF_EIO. */
-int srv_upload_read(srv_upload *u, size_t off, void *buf, size_t n, float *delta);
+/* The body as received (an upload made with a spool_dir, finished): iov[0..*n) in memory
+ * (the length prefix, the JSON header, and the data when it is kept in memory), then *fd_len
+ * bytes of the spool file *fd from offset 0 (*fd -1 and *fd_len 0 when there is none). All of
+ * it is owned by u. */
+void srv_upload_body(const srv_upload *u, struct iovec iov[3], int *n, int *fd, size_t *fd_len);
+/* The update's floats in parameter order (n_params of them): *out points into u's own memory
+ * when the body stores the tensors in the spec's order, else to scratch[n_params], filled by
+ * scattering the data (read back from the spool for a large update). 0, AF_ESTATE (not a
+ * finished, valid upload made with a spool_dir) or AF_EIO. */
+int srv_upload_delta(srv_upload *u, float *scratch, const float **out);
 
 #endif

@@ -1,24 +1,29 @@
-/* store.h — the coordinator's persistence: one SQLite database in WAL mode.
+/* store.h — the coordinator's persistence: one SQLite database in WAL mode, and beside it one
+ * append-only log per open round attempt (its selections and accepted reports).
  *
- * Layer `store`: uses core and SQLite only; knows nothing about HTTP, models or strategies —
- * weights, updates and strategy state are opaque blobs, specs and plans opaque JSON text.
- * The schema is versioned with PRAGMA user_version and migrated on open, one transaction per
- * step (docs/coordinator.md lists the tables). Every function that changes several rows does
- * it in one transaction, so a process killed at any moment leaves either all or none of it.
- * A store handle is not thread-safe: the server serialises calls with its own lock.
+ * Layer `store`: uses core, SQLite and zlib's crc32 only; knows nothing about HTTP, models or
+ * strategies — weights, updates and strategy state are opaque blobs, specs and plans opaque
+ * JSON text. The schema is versioned with PRAGMA user_version and migrated on open, one
+ * transaction per step (docs/coordinator.md lists the tables). Every function that changes
+ * several rows does it in one transaction, so a process killed at any moment leaves either all
+ * or none of it. A store handle is not thread-safe: the server serialises calls with its own
+ * lock; an attempt log handle is (appends from several threads are serialised inside).
  *
  *   store *st; store_open("artificien.db", 0, &st);
- *   store_report_add(st, &key, &rep);      // committed (in the WAL) when it returns 0
- *   store_close(st);
+ *   store_log *l; store_log_open(st, &key, &l);
+ *   store_log_report(l, device, now, iov, 3, -1, 0);  // survives a killed process when it returns 0
+ *   store_round_commit(st, &round, …, sel, n_sel);    // closes the attempt, drops its log
+ *   store_log_close(l); store_close(st);
  */
 #ifndef AF_STORE_STORE_H
 #define AF_STORE_STORE_H
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
 /* The schema version this build writes (PRAGMA user_version). */
-#define STORE_SCHEMA_VERSION 1
+#define STORE_SCHEMA_VERSION 2
 /* SHA-256 digests of keys and tokens. */
 #define STORE_HASH_BYTES 32
 
@@ -26,7 +31,9 @@ typedef struct store store;
 
 /* Opens (creating if needed) the database at path: WAL journal, synchronous=NORMAL (durable
  * against a killed process; durable_full=1 gives synchronous=FULL, durable against power
- * loss), foreign keys on, then migrates the schema to STORE_SCHEMA_VERSION. Returns 0,
+ * loss, and an fdatasync per attempt-log record), foreign keys on, then migrates the schema
+ * to STORE_SCHEMA_VERSION and deletes the logs (in the folder PATH.rounds) of attempts that
+ * are no longer open. Returns 0,
  * AF_EIO (cannot open), AF_EFORMAT (not a database, or written by a newer version: the
  * message gives both versions) with a message naming path. *out: free with store_close. */
 int store_open(const char *path, int durable_full, store **out);
@@ -128,55 +135,70 @@ int store_round_each(store *st, int64_t project,
                      int (*fn)(void *user, const store_round *r), void *user);
 int store_round_count(store *st, int64_t project);
 
-/* Commits an open attempt in one transaction: inserts checkpoint new_version (its bytes and
- * the strategy state after the update), writes r's stats and state "committed", moves the
- * project to new_version (and to "done" if done), and deletes the attempt's report blobs.
- * AF_ESTATE (nothing changed) if the attempt is not open. */
-int store_round_commit(store *st, const store_round *r, int64_t new_version, const void *ckpt,
-                       size_t len, const void *state, size_t state_len, int done);
-/* Abandons an open attempt: its stats, state "abandoned", its reports deleted; one transaction. */
-int store_round_abandon(store *st, const store_round *r);
+/* A device handed the task of an attempt, and when. */
+typedef struct store_selection {
+    int64_t device;
+    double at;
+} store_selection;
 
-/* ---- selections and reports of an attempt ---- */
+/* Commits an open attempt in one transaction: inserts checkpoint new_version (its bytes and
+ * the strategy state after the update), writes r's stats and state "committed", records the
+ * attempt's selections sel[n_sel] (and their count), and moves the project to new_version
+ * (and to "done" if done); then deletes the attempt's log. AF_ESTATE (nothing changed) if
+ * the attempt is not open. */
+int store_round_commit(store *st, const store_round *r, int64_t new_version, const void *ckpt,
+                       size_t len, const void *state, size_t state_len, int done,
+                       const store_selection *sel, size_t n_sel);
+/* Abandons an open attempt: its stats, state "abandoned" and its selections in one
+ * transaction, then deletes its log. */
+int store_round_abandon(store *st, const store_round *r, const store_selection *sel,
+                        size_t n_sel);
+
+/* ---- selections of closed attempts, and the log of an open one ---- */
 
 typedef struct store_attempt_key {
     int64_t project;
     int number, attempt;
 } store_attempt_key;
 
-/* Records that device was selected for the attempt (and bumps its selected count). AF_ESTATE
- * if it already was. */
-int store_selection_add(store *st, const store_attempt_key *k, int64_t device);
-/* 1 if the device was ever selected for a round of the project, else 0 (or AF_E*). */
+/* 1 if the device was selected for a closed attempt of the project, else 0 (or AF_E*). */
 int store_selection_in_project(store *st, int64_t project, int64_t device);
-int store_selection_each(store *st, const store_attempt_key *k,
-                         int (*fn)(void *user, int64_t device), void *user);
 
-typedef struct store_report {
+/* While an attempt is open, its selections and accepted reports are appended to its log,
+ * PATH.rounds/pP-rN-aA.log (0600): one pwritev per record and no SQLite transaction, so an
+ * append costs about one copy of the bytes into the page cache. When an append returns 0 the
+ * record survives a killed process (with durable_full it has also been fdatasync'ed, and it
+ * carries a CRC-32 checked on replay: a power loss). A failed append leaves nothing behind.
+ * The attempt's close (store_round_commit/abandon) records the selections in SQLite and then
+ * deletes the log. */
+typedef struct store_log store_log;
+
+enum { STORE_LOG_SELECTION = 1, STORE_LOG_REPORT = 2 };
+
+typedef struct store_log_record {
+    int type;              /* STORE_LOG_SELECTION or STORE_LOG_REPORT */
     int64_t device;
-    double num_samples, loss, tau;     /* loss/tau NaN when absent */
-    int64_t eval_samples, eval_correct;
-    double eval_loss;                  /* NaN when absent */
-    const char *eval_confusion;        /* JSON text or NULL */
-    const void *data;                  /* the update as received (safetensors) */
+    double at;             /* when it was appended (Unix seconds) */
+    const void *data;      /* a report's body as received; valid during the callback only */
     size_t len;
-    double created_at;
-} store_report;
+} store_log_record;
 
-/* Inserts one report and commits it: when this returns 0 the report survives a killed
- * process. AF_ESTATE (nothing written) if the device already reported in this attempt. */
-int store_report_add(store *st, const store_attempt_key *k, const store_report *r);
-/* The same, for an update that is not in memory: the len bytes of the blob are produced by
- * fill(user, off, buf, n) chunk by chunk (n <= 64 KiB, in order) and written with incremental
- * blob I/O, the whole in one transaction. A non-zero return of fill aborts (nothing is
- * written) and is returned. r->data is ignored. */
-int store_report_add_stream(store *st, const store_attempt_key *k, const store_report *r,
-                            size_t len, int (*fill)(void *user, size_t off, void *buf, size_t n),
-                            void *user);
-/* Calls fn for every stored report of the attempt, in arrival order (data valid during the
- * call only). */
-int store_report_each(store *st, const store_attempt_key *k,
-                      int (*fn)(void *user, const store_report *r), void *user);
+/* Opens the log of attempt k, creating it (empty) if there is none. A record cut short by a
+ * process killed in the middle of an append is removed (it was never acknowledged).
+ * AF_EFORMAT if the file is the log of another attempt; AF_EIO. *out: store_log_close. */
+int store_log_open(store *st, const store_attempt_key *k, store_log **out);
+/* Closes the handle (the file stays until the attempt closes). NULL is fine. */
+void store_log_close(store_log *l);
+/* Appends "device was selected at time at". 0 or AF_EIO. Thread-safe. */
+int store_log_selection(store_log *l, int64_t device, double at);
+/* Appends a report of device: its body is iov[0..iovcnt) (at most 7 pieces) followed by
+ * fd_len bytes read from fd at offset 0 (fd -1 and fd_len 0 when it is all in memory).
+ * 0 or AF_EIO. Thread-safe. */
+int store_log_report(store_log *l, int64_t device, double at, const struct iovec *iov,
+                     int iovcnt, int fd, size_t fd_len);
+/* Calls fn for every record in the order they were appended; a non-zero return stops and is
+ * returned. Not concurrently with appends. */
+int store_log_each(store_log *l, int (*fn)(void *user, const store_log_record *r), void *user);
 
 /* Wall-clock time in seconds since the Unix epoch (what the store records). */
 double store_now(void);

@@ -61,10 +61,11 @@ fl_stop $wa
 
 # ---- B: 30% of the selected devices are killed mid-round ----------------------------------
 # Workers 0-2 hold the whole training split (shard 0/1), workers 3-9 a tenth each: the three
-# that get killed are still training when all ten have been selected
-i=0; while [ $i -lt 3 ]; do fl_worker b$i 0/1 iid; i=$((i + 1)); done
+# that get killed are still training when all ten have been selected. The survivors serve C
+# after B is done, so they must not exit when told that every project is done.
+i=0; while [ $i -lt 3 ]; do fl_worker b$i 0/1 iid --no-done-exit; i=$((i + 1)); done
 # shellcheck disable=SC2086
-while [ $i -lt 10 ]; do fl_worker b$i $i/10 iid $SMALL; i=$((i + 1)); done
+while [ $i -lt 10 ]; do fl_worker b$i $i/10 iid $SMALL --no-done-exit; i=$((i + 1)); done
 wb=$FL_WPIDS; FL_WPIDS=""
 # wait until the workers are loaded and asking, so that all of them are selected at once
 n=0; while [ "$(cat "$FL_DIR"/b*.log 2>/dev/null | grep -c 'loaded in')" -lt 10 ] && [ $n -lt 300 ]; do sleep 0.1; n=$((n + 1)); done

@@ -343,3 +343,30 @@ TEST(ledger_refuses_to_overwrite_another_writer)
     ledger_free(a);
     ledger_free(b);
 }
+
+TEST(ledger_round_trips_extreme_values_exactly)
+{
+    char path[600];
+    snprintf(path, sizeof path, "%s/l", t_tmpdir());
+    ledger *l = NULL;
+    CHECK_EQ_INT(ledger_open(path, &l), 0);
+    /* a minute q gives subnormal RDP values; a huge z tiny ones; both must read back */
+    CHECK_EQ_INT(ledger_record(l, "tiny", 1e-160, 1.0, 1, 1e-5, 1), 0);
+    CHECK_EQ_INT(ledger_record(l, "quiet", 1.0, 1e5, 3, 0.5e-9, 2), 0);
+    ledger_entry a, b;
+    CHECK_EQ_INT(ledger_find(l, "tiny", &a), 0);
+    CHECK_EQ_INT(ledger_find(l, "quiet", &b), 0);
+    ledger_free(l);
+    CHECK_EQ_INT(ledger_open(path, &l), 0);
+    ledger_entry a2, b2;
+    CHECK_EQ_INT(ledger_find(l, "tiny", &a2), 0);
+    CHECK_EQ_INT(ledger_find(l, "quiet", &b2), 0);
+    CHECK(a2.epsilon == a.epsilon && b2.epsilon == b.epsilon && b2.delta == 0.5e-9);
+    double t1, t2;
+    CHECK_EQ_INT(ledger_total(l, 1e-5, &t1), 0);
+    ledger_free(l);
+    CHECK_EQ_INT(ledger_open(path, &l), 0);
+    CHECK_EQ_INT(ledger_total(l, 1e-5, &t2), 0);
+    CHECK(t1 == t2); /* every RDP value read back bit for bit */
+    ledger_free(l);
+}

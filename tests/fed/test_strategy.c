@@ -505,3 +505,68 @@ TEST(strategy_refuses_bad_updates_and_folds_nothing)
     fed_strategy_free(adam);
     fed_strategy_free(sc);
 }
+
+/* A value of every kind the fold converts: zero and −0, subnormal floats, terms below the
+ * 2^-96 grid (they vanish, or leave a truncated tail), both signs, and terms just under the
+ * 2^62 bound, so every shift and carry path of the vector fold is crossed. */
+static float edgy(af_rng *r, double weight)
+{
+    switch (af_rng_below(r, 8)) {
+    case 0:
+        return af_rng_below(r, 2) ? 0.0f : -0.0f;
+    case 1: /* subnormal floats */
+        return (float)((af_rng_uniform(r) - 0.5) * 1e-39);
+    case 2: /* w·x around the 2^-96 grid */
+        return (float)((af_rng_uniform(r) - 0.5) * ldexp(1.0, -90 - (int)af_rng_below(r, 20)) / weight);
+    case 3: /* w·x just under 2^62 */
+        return (float)((af_rng_below(r, 2) ? 1 : -1) * ldexp(0.99, 61) / weight);
+    case 4: /* powers of two: windows starting exactly at a limb boundary */
+        return (float)((af_rng_below(r, 2) ? 1 : -1) * ldexp(1.0, (int)af_rng_below(r, 150) - 96) / weight);
+    default: /* the usual deltas, many magnitudes */
+        return (float)(af_rng_normal(r) * pow(10.0, -12.0 + 14.0 * af_rng_uniform(r)));
+    }
+}
+
+TEST(strategy_vector_fold_is_bitwise_the_scalar_reference)
+{
+    /* sizes around the 8-lane vector width (the masked tail) and a CNN-sized one */
+    static const size_t sizes[] = {1, 7, 8, 9, 17, 1003, 32998};
+    const char *names[] = {"fedavg", "fednova", "scaffold"};
+    const char *opts[] = {NULL, NULL, "clients=10"};
+    af_rng r;
+    af_rng_seed(&r, 99, 7);
+    for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
+        size_t n = sizes[si];
+        float *d = malloc(n * sizeof *d), *dc = malloc(n * sizeof *dc);
+        CHECK(d && dc);
+        for (int t = 0; t < 3; t++) {
+            fed_strategy *s;
+            fed_agg *fast, *ref;
+            CHECK(fed_strategy_create(names[t], opts[t], n, &s) == 0);
+            CHECK(fed_agg_create(s, &fast) == 0 && fed_agg_create(s, &ref) == 0);
+            for (int k = 0; k < 12; k++) {
+                double w = k == 0 ? 1.0 : 1 + (double)af_rng_below(&r, 5000) * 0.37;
+                fed_extra ex = {.delta_c = dc, .tau = 1 + af_rng_uniform(&r) * 50};
+                double scale = t == 1 ? ex.tau : 1.0; /* FedNova folds w·x/tau */
+                for (size_t i = 0; i < n; i++) {
+                    d[i] = (float)(edgy(&r, w) * scale);
+                    dc[i] = edgy(&r, 1.0);
+                }
+                if (!(fabs((double)d[0]) < 1e30)) /* keep every term under the bound */
+                    d[0] = 0;
+                int rf = fed_agg_add(fast, d, w, &ex), rr = fed_agg_add_ref(ref, d, w, &ex);
+                CHECK_EQ_INT(rf, rr);
+            }
+            size_t nf, nr;
+            const void *bf = fed_agg_data(fast, &nf), *br = fed_agg_data(ref, &nr);
+            CHECK(fed_agg_count(ref) > 0);
+            CHECK_MSG(nf == nr && !memcmp(bf, br, nf), "%s n=%zu: the vector fold differs",
+                      names[t], n);
+            fed_agg_free(fast);
+            fed_agg_free(ref);
+            fed_strategy_free(s);
+        }
+        free(d);
+        free(dc);
+    }
+}
