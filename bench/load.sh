@@ -33,7 +33,7 @@ url=""
 n=0
 while [ -z "$url" ] && [ $n -lt 200 ]; do
     kill -0 "$spid" 2>/dev/null || break
-    url=$(sed -n 's/^listening on //p' "$dir/serve.out")
+    url=$(sed -n 's/^listening on //p' "$dir/serve.out" 2>/dev/null)
     [ -z "$url" ] && sleep 0.1
     n=$((n + 1))
 done

@@ -4,14 +4,15 @@
  *   - proj->model holds checkpoint proj->version, which is the store's latest;
  *   - while proj->open, the attempt's log holds its selections (proj->sel, proj->devs
  *     SELECTED) and its stored reports; every stored report is either folded and counted
- *     (proj->agg plus the partial sums proj->slot[], devs REPORTED) or in flight (devs
- *     REPORTING, counted in proj->inflight), and the attempt closes only with none in flight;
+ *     (in one of the partial sums proj->slot[], devs REPORTED) or in flight (devs REPORTING,
+ *     counted in proj->inflight), and the attempt closes only with none in flight;
  *   - the store is written first; memory changes only after the store said yes, so a failed
  *     write leaves memory as it was.
  * A report is stored and folded outside c->mu: the lock is held only to check the state and
  * claim the device's slot, and again to count the report. The log serialises its own
- * appends; the fold goes into one of PROJ_SLOTS partial sums, each with its own lock, merged
- * into proj->agg (exactly: fixed point) when the attempt commits.
+ * appends; the fold goes into one of PROJ_SLOTS partial sums, each with its own lock: the
+ * first is proj->agg itself, the others are merged into it (exactly: fixed point) when the
+ * attempt commits.
  */
 #include "server/coord.h"
 
@@ -165,13 +166,17 @@ static void devset_clear(devset *d)
 /* ---- state ------------------------------------------------------------------------------------ */
 
 /* Partial sums of the open attempt: a report folds into whichever is free, so two request
- * threads fold at once; they are merged into proj->agg at commit. */
+ * threads fold at once. Slot 0 is proj->agg itself; slot 1 (28 bytes per parameter, made at
+ * its first use) only for models of up to SLOT_MAX_PARAMS, so that a large model costs no
+ * more memory than one accumulator. */
 #define PROJ_SLOTS 2
+#define SLOT_MAX_PARAMS ((size_t)1 << 21)
 
 typedef struct agg_slot {
     pthread_mutex_t mu;
-    fed_agg *agg;             /* created at the first fold */
-    float *scratch;           /* n_params: an update whose tensors are not in spec order */
+    fed_agg *agg;             /* slot 0: proj->agg; others: made at the first fold */
+    float *scratch;           /* n_params: an update whose tensors are not in spec order
+                                 (slot 0: proj->delta) */
 } agg_slot;
 
 typedef struct proj {
@@ -249,8 +254,10 @@ static void proj_free(proj *p)
     srv_blob_release(p->task);
     free(p->sel);
     for (int i = 0; i < PROJ_SLOTS; i++) {
-        fed_agg_free(p->slot[i].agg);
-        af_free(p->slot[i].scratch);
+        if (i > 0) { /* slot 0 borrows proj->agg and proj->delta */
+            fed_agg_free(p->slot[i].agg);
+            af_free(p->slot[i].scratch);
+        }
         pthread_mutex_destroy(&p->slot[i].mu);
     }
     free(p);
@@ -287,7 +294,7 @@ static void reset_attempt_stats(proj *p)
         memset(p->confusion, 0, (size_t)p->model->n_classes * p->model->n_classes * sizeof(int64_t));
     if (p->agg)
         fed_agg_reset(p->agg);
-    for (int i = 0; i < PROJ_SLOTS; i++)
+    for (int i = 1; i < PROJ_SLOTS; i++)
         if (p->slot[i].agg)
             fed_agg_reset(p->slot[i].agg);
     devset_clear(&p->devs);
@@ -402,6 +409,8 @@ static int proj_build(srv_coord *c, const store_project *sp, proj **out)
             rc = af_seterr(AF_ENOMEM, "out of memory for project %lld", (long long)p->id);
             goto fail;
         }
+        p->slot[0].agg = p->agg;
+        p->slot[0].scratch = p->delta;
     }
     int nr = store_round_count(c->st, p->id);
     if (nr < 0) {
@@ -499,7 +508,7 @@ static int commit_round(srv_coord *c, proj *p, double now)
 {
     size_t n = p->model->n_params;
     /* no report is in flight (callers check): the partial sums are idle */
-    for (int i = 0; i < PROJ_SLOTS; i++)
+    for (int i = 1; i < PROJ_SLOTS; i++)
         if (p->slot[i].agg && fed_agg_count(p->slot[i].agg)) {
             int mrc = fed_agg_merge(p->agg, p->slot[i].agg);
             if (mrc) {
@@ -1704,26 +1713,32 @@ int srv_coord_report_begin(srv_coord *c, const srv_principal *who, int64_t id, i
     return 0;
 }
 
-/* Folds a stored update into a free partial sum of the open attempt (no c->mu). 1 when no
- * partial sum could be set up (out of memory): the caller folds under the lock instead. */
+/* Folds a stored update into a free partial sum of the open attempt (no c->mu): slot 0, or
+ * slot 1 when slot 0 is busy (made at its first use; a model too large for a second sum, or
+ * no memory for it, waits for slot 0). 0 or AF_E*. */
 static int fold_partial(proj *p, srv_upload *up, const srv_update *u)
 {
     agg_slot *s = NULL;
     for (int i = 0; i < PROJ_SLOTS && !s; i++)
-        if (pthread_mutex_trylock(&p->slot[i].mu) == 0)
+        if (pthread_mutex_trylock(&p->slot[i].mu) == 0) {
             s = &p->slot[i];
-    if (!s) { /* both busy (more request threads than slots): wait for one */
-        s = &p->slot[(size_t)pthread_self() % PROJ_SLOTS];
+            if (i > 0 && !s->agg &&
+                (p->model->n_params > SLOT_MAX_PARAMS || fed_agg_create(p->strat, &s->agg) ||
+                 !(s->scratch = af_alloc(p->model->n_params * sizeof(float))))) {
+                fed_agg_free(s->agg); /* cannot serve: leave it empty */
+                s->agg = NULL;
+                pthread_mutex_unlock(&s->mu);
+                s = NULL;
+            }
+        }
+    if (!s) { /* every usable sum is busy: wait for the first */
+        s = &p->slot[0];
         pthread_mutex_lock(&s->mu);
     }
-    int rc = 0;
-    if (!s->agg && fed_agg_create(p->strat, &s->agg))
-        rc = 1;
-    if (!rc && !s->scratch && !(s->scratch = af_alloc(p->model->n_params * sizeof(float))))
-        rc = 1;
     const float *delta = NULL;
     fed_extra ex = {NULL, u->tau};
-    if (!rc && (rc = srv_upload_delta(up, s->scratch, &delta)) == 0)
+    int rc = srv_upload_delta(up, s->scratch, &delta);
+    if (!rc)
         rc = fed_agg_add(s->agg, delta, u->num_samples, &ex);
     pthread_mutex_unlock(&s->mu);
     return rc;
@@ -1772,12 +1787,6 @@ void srv_coord_report_finish(srv_coord *c, const srv_principal *who, int64_t id,
         reply_internal(r, "store report");
     } else {
         /* stored: from here the report counts, in memory as after a restart */
-        if (folded == 1) { /* no partial sum: fold into the project's sum, under the lock */
-            const float *delta = NULL;
-            fed_extra ex = {NULL, u.tau};
-            if (!(folded = srv_upload_delta(up, p->delta, &delta)))
-                folded = fed_agg_add(p->agg, delta, u.num_samples, &ex);
-        }
         if (folded || count_report(p, &u, who->id))
             af_log(AF_LOG_ERROR, "fold_failed", "project=%lld device=%lld error=\"%s\"",
                    (long long)id, (long long)who->id, af_errmsg());

@@ -143,7 +143,8 @@ static int collect(void *user, const store_log_record *r)
     x->device[x->n] = r->device;
     x->at[x->n] = r->at;
     x->len[x->n] = r->len;
-    memcpy(x->data[x->n], r->data, r->len < 64 ? r->len : 64);
+    if (r->len)
+        memcpy(x->data[x->n], r->data, r->len < 64 ? r->len : 64);
     x->n++;
     return 0;
 }
