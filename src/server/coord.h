@@ -5,13 +5,16 @@
  * accumulator) and store. Knows nothing about HTTP: each operation takes parsed inputs and
  * fills an srv_reply (status, JSON or binary body, or an error code and message as in
  * docs/api.md); the HTTP layer (server.c) only routes, checks roles and content types, and
- * writes replies. All operations are thread-safe (one lock around the state and the store;
- * safetensors parsing and validation of an update happen outside it).
+ * writes replies. All operations are thread-safe: one lock around the state and the store;
+ * parsing and validating an update, appending it to the attempt's log and folding it into a
+ * partial sum happen outside it.
  *
  * In memory per project: the global model, the strategy and its state, and the exact
- * accumulator of the open attempt, into which every acknowledged report has been folded. Every
- * change is first committed to the store, so srv_coord_open rebuilds the same state after a
- * crash: open attempts are reloaded and their stored reports folded in again.
+ * accumulator of the open attempt (with a second partial one for parallel folds), into which
+ * every acknowledged report has been folded. Every change is first written to the store (a
+ * report or a selection to the attempt's log, a close to SQLite), so srv_coord_open rebuilds
+ * the same state after a crash: open attempts are reloaded from their logs and their reports
+ * folded in again.
  */
 #ifndef AF_SERVER_COORD_H
 #define AF_SERVER_COORD_H
@@ -97,6 +100,9 @@ void srv_coord_checkpoint_list(srv_coord *c, const srv_principal *p, int64_t id,
 /* version: decimal or "latest"; if_none_match: the request header or NULL (→ 304). */
 void srv_coord_checkpoint_get(srv_coord *c, const srv_principal *p, int64_t id,
                               const char *version, const char *if_none_match, srv_reply *r);
+/* A device checks in (docs/api.md): a task of the first project whose data and caps it
+ * fits (selected, recorded in the attempt's log), or {"action": "wait", "retry_after",
+ * "reason"}. */
 void srv_coord_checkin(srv_coord *c, const srv_principal *p, const cJSON *body, srv_reply *r);
 typedef struct srv_upload srv_upload;
 /* Starts a report, before its body arrives: checks that this device may report to round
@@ -106,15 +112,17 @@ typedef struct srv_upload srv_upload;
  * filled (404, 403, 409 late/duplicate, 500). */
 int srv_coord_report_begin(srv_coord *c, const srv_principal *who, int64_t id, int round,
                            size_t body_len, srv_upload **up, srv_reply *r);
-/* The body has ended: finishes the validation, re-checks the round's state, stores the
- * update durably (streamed from the upload's spool into the database), folds it into the
- * round's accumulator and, at the goal count, commits the round. Fills r (200 or the
- * refusal). up stays the caller's. */
+/* The body has ended: finishes the validation, re-checks the round's state, appends the
+ * update to the attempt's log (from memory, or from the upload's spool file), folds it into
+ * the round's accumulator and, when it is the last report in flight of an attempt at its
+ * goal count (or past its deadline), closes the attempt. Fills r (200 once the update is on
+ * disk, or the refusal). up stays the caller's. */
 void srv_coord_report_finish(srv_coord *c, const srv_principal *who, int64_t id, int round,
                              srv_upload *up, srv_reply *r);
 
-/* Closes every open attempt whose deadline has passed: commit if it has min_reports, else
- * abandon (the next check-in opens a new attempt). Called by the server's timer thread. */
+/* Closes every open attempt whose deadline has passed and that has no report in flight:
+ * commit if it has min_reports, else abandon (the next check-in opens a new attempt). Called
+ * by the server's timer thread. */
 void srv_coord_tick(srv_coord *c);
 
 #endif

@@ -43,9 +43,9 @@ typedef struct srv_update {
 typedef struct srv_upload srv_upload;
 
 /* A new upload. With spool_dir the data bytes are kept (in memory up to 1 MiB, beyond in an
- * unlinked temporary file there, on the database's file system) for srv_upload_read; with
- * spool_dir NULL they are scattered into delta[n_params] as they come (delta must then be
- * given). 0 or AF_ENOMEM. */
+ * unlinked temporary file there, on the database's file system) for srv_upload_body and
+ * srv_upload_delta; with spool_dir NULL they are scattered into delta[n_params] as they
+ * come (delta must then be given). 0 or AF_ENOMEM. */
 int srv_upload_create(const srv_upload_rules *rules, const char *spool_dir, float *delta,
                       srv_upload **out);
 void srv_upload_free(srv_upload *u);
