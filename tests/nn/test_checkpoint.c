@@ -135,7 +135,7 @@ TEST(checkpoint_serialize_parse_in_memory)
     nn_model_free(back);
     /* too many metadata entries */
     const char *k[40], *v[40];
-    char names[40][8];
+    char names[40][16];
     for (int i = 0; i < 40; i++) {
         snprintf(names[i], sizeof names[i], "k%d", i);
         k[i] = names[i];
