@@ -424,12 +424,14 @@ static size_t first_nonfinite(const float *x, size_t n)
     return i;
 }
 
-/* planes[l·n + i] += w·x[i] (w·(x[i]/tau) for FedNova) for i < n: the scalar reference. */
-static void fold_scalar(uint64_t *planes, size_t n, const float *x, double w, double tau,
-                        int nova)
+/* planes[l·stride + i] += w·x[i] (w·(x[i]/tau) for FedNova) for i < n: the scalar reference.
+ * stride is the accumulator's n_params; n <= stride is the length of this (slice of the)
+ * update, planes already advanced to its first parameter. */
+static void fold_scalar(uint64_t *planes, size_t stride, size_t n, const float *x, double w,
+                        double tau, int nova)
 {
     for (size_t i = 0; i < n; i++)
-        fx_add3(planes + i, planes + n + i, planes + 2 * n + i,
+        fx_add3(planes + i, planes + stride + i, planes + 2 * stride + i,
                 nova ? w * ((double)x[i] / tau) : w * (double)x[i]);
 }
 
@@ -440,10 +442,10 @@ static void fold_scalar(uint64_t *planes, size_t n, const float *x, double w, do
  * when p < 0 (truncation toward zero of the magnitude), else a 53-bit window at bit p that
  * covers limbs p/64 and p/64 + 1. A negative term is added as ~v + 1. Lanes past n are
  * masked off (they load 0, add 0 and are not stored). */
-static void fold_avx512(uint64_t *planes, size_t n, const float *x, double w, double tau,
-                        int nova)
+static void fold_avx512(uint64_t *planes, size_t stride, size_t n, const float *x, double w,
+                        double tau, int nova)
 {
-    uint64_t *p0 = planes, *p1 = planes + n, *p2 = planes + 2 * n;
+    uint64_t *p0 = planes, *p1 = planes + stride, *p2 = planes + 2 * stride;
     const __m512d vw = _mm512_set1_pd(w), vt = _mm512_set1_pd(tau);
     const __m512i mant = _mm512_set1_epi64((1LL << 52) - 1), hidden = _mm512_set1_epi64(1LL << 52);
     const __m512i c7ff = _mm512_set1_epi64(0x7ff), one = _mm512_set1_epi64(1);
@@ -489,13 +491,12 @@ static void fold_avx512(uint64_t *planes, size_t n, const float *x, double w, do
 }
 #endif
 
-/* Checks an update for fed_agg_add (nothing changes on error); *tau_out gets the tau used. */
-static int check_update(const fed_agg *a, const float *delta, double weight,
-                        const fed_extra *extra, double *tau_out, const float **dc_out)
+/* The per-update checks shared by fed_agg_add and the slice API: weight, room for one more
+ * update, FedNova's tau (*tau_out, 1 for the others). Nothing changes on error. */
+static int check_weight(const fed_agg *a, double weight, const fed_extra *extra,
+                        double *tau_out)
 {
     const char *sn = kind_name(a->kind);
-    if (!delta)
-        return af_seterr(AF_EINVAL, "%s update: delta is NULL", sn);
     if (!(weight > 0.0 && weight < FX_TERM_MAX))
         return af_seterr(weight > 0.0 && isfinite(weight) ? AF_ERANGE : AF_EINVAL,
                          "%s update: weight %g must be > 0, finite and < 2^62", sn, weight);
@@ -503,7 +504,6 @@ static int check_update(const fed_agg *a, const float *delta, double weight,
         return af_seterr(AF_ERANGE, "%s update: %llu updates already in this round", sn,
                          (unsigned long long)a->block[0]);
     double tau = 1.0;
-    const float *dc = NULL;
     if (a->kind == FED_FEDNOVA) {
         tau = extra ? extra->tau : 0.0;
         if (!(tau > 0.0 && isfinite(tau)))
@@ -511,6 +511,22 @@ static int check_update(const fed_agg *a, const float *delta, double weight,
         if (!(weight * tau < FX_TERM_MAX))
             return af_seterr(AF_ERANGE, "fednova update: weight·tau %g too large", weight * tau);
     }
+    *tau_out = tau;
+    return 0;
+}
+
+/* Checks an update for fed_agg_add (nothing changes on error); *tau_out gets the tau used. */
+static int check_update(const fed_agg *a, const float *delta, double weight,
+                        const fed_extra *extra, double *tau_out, const float **dc_out)
+{
+    const char *sn = kind_name(a->kind);
+    if (!delta)
+        return af_seterr(AF_EINVAL, "%s update: delta is NULL", sn);
+    double tau = 1.0;
+    const float *dc = NULL;
+    int rc = check_weight(a, weight, extra, &tau);
+    if (rc)
+        return rc;
     if (a->kind == FED_SCAFFOLD) {
         dc = extra ? extra->delta_c : NULL;
         if (!dc)
@@ -545,7 +561,7 @@ static int check_update(const fed_agg *a, const float *delta, double weight,
     return 0;
 }
 
-typedef void (*fold_fn)(uint64_t *, size_t, const float *, double, double, int);
+typedef void (*fold_fn)(uint64_t *, size_t, size_t, const float *, double, double, int);
 
 static int agg_add(fed_agg *a, const float *delta, double weight, const fed_extra *extra,
                    fold_fn fold)
@@ -555,9 +571,9 @@ static int agg_add(fed_agg *a, const float *delta, double weight, const fed_extr
     int rc = check_update(a, delta, weight, extra, &tau, &dc);
     if (rc)
         return rc;
-    fold(a->sum, a->n, delta, weight, tau, a->kind == FED_FEDNOVA);
+    fold(a->sum, a->n, a->n, delta, weight, tau, a->kind == FED_FEDNOVA);
     if (dc)
-        fold(a->sum_c, a->n, dc, 1.0, 1.0, 0); /* 1.0·(double)x is x exactly */
+        fold(a->sum_c, a->n, a->n, dc, 1.0, 1.0, 0); /* 1.0·(double)x is x exactly */
     a->block[0]++;
     fx_add(a->block + 1, weight);
     fx_add(a->block + 4, weight * tau);
@@ -576,6 +592,93 @@ int fed_agg_add(fed_agg *a, const float *delta, double weight, const fed_extra *
 int fed_agg_add_ref(fed_agg *a, const float *delta, double weight, const fed_extra *extra)
 {
     return agg_add(a, delta, weight, extra, fold_scalar);
+}
+
+/* ---- the update in slices (streaming) ----------------------------------------------------- */
+
+/* Checks a slice for fed_agg_add_slice / fed_agg_sub_slice exactly as check_update checks the
+ * whole update (max over a slice <= max over the update, so a slice of an update fed_agg_add
+ * accepts is accepted). Nothing changes on error; *tau_out gets the tau used. */
+static int check_slice(const fed_agg *a, fed_agg_part part, size_t offset, const float *x,
+                       size_t count, double weight, const fed_extra *extra, double *tau_out)
+{
+    const char *sn = kind_name(a->kind);
+    if (part != FED_AGG_DELTA && !(part == FED_AGG_DELTA_C && a->sum_c))
+        return af_seterr(AF_EINVAL, "%s update slice: part %d is not one this strategy sums "
+                                    "(delta_c slices are for scaffold only)",
+                         sn, (int)part);
+    if (count && !x)
+        return af_seterr(AF_EINVAL, "%s update slice: values are NULL", sn);
+    if (offset > a->n || count > a->n - offset)
+        return af_seterr(AF_EINVAL, "%s update slice: [%zu, %zu + %zu) is outside the %zu "
+                                    "parameters",
+                         sn, offset, offset, count, a->n);
+    double tau = 1.0;
+    int rc = check_weight(a, weight, extra, &tau);
+    if (rc)
+        return rc;
+    const char *what = part == FED_AGG_DELTA ? "delta" : "delta_c";
+    float big = max_abs(x, count);
+    if (!(big <= FLT_MAX)) {
+        size_t i = first_nonfinite(x, count);
+        return af_seterr(AF_EINVAL, "%s update: %s[%zu] is %s", sn, what, offset + i,
+                         isnan(x[i]) ? "NaN" : "infinite");
+    }
+    double term = part == FED_AGG_DELTA ? agg_term(a->kind, weight, big, tau) : (double)big;
+    if (!(fabs(term) < FX_TERM_MAX))
+        return af_seterr(AF_ERANGE, "%s update: %s value %g (weight %g) is too large "
+                                    "(limit 2^62 on the term)",
+                         sn, what, (double)big, weight);
+    *tau_out = tau;
+    return 0;
+}
+
+/* Folds sign·(the slice's terms): sign −1 negates the weight (1 for delta_c), which negates
+ * every term exactly (IEEE products round symmetrically), and the truncation toward zero is
+ * symmetric too, so the −1 fold adds precisely the two's complement of the +1 fold. */
+static int agg_slice(fed_agg *a, fed_agg_part part, size_t offset, const float *x,
+                     size_t count, double weight, const fed_extra *extra, double sign)
+{
+    double tau = 1.0;
+    int rc = check_slice(a, part, offset, x, count, weight, extra, &tau);
+    if (rc)
+        return rc;
+#if defined(__AVX512F__)
+    fold_fn fold = fold_avx512;
+#else
+    fold_fn fold = fold_scalar;
+#endif
+    if (!count)
+        return 0;
+    if (part == FED_AGG_DELTA)
+        fold(a->sum + offset, a->n, count, x, sign * weight, tau, a->kind == FED_FEDNOVA);
+    else
+        fold(a->sum_c + offset, a->n, count, x, sign, 1.0, 0);
+    return 0;
+}
+
+int fed_agg_add_slice(fed_agg *a, fed_agg_part part, size_t offset, const float *values,
+                      size_t count, double weight, const fed_extra *extra)
+{
+    return agg_slice(a, part, offset, values, count, weight, extra, 1.0);
+}
+
+int fed_agg_sub_slice(fed_agg *a, fed_agg_part part, size_t offset, const float *values,
+                      size_t count, double weight, const fed_extra *extra)
+{
+    return agg_slice(a, part, offset, values, count, weight, extra, -1.0);
+}
+
+int fed_agg_finish_update(fed_agg *a, double weight, const fed_extra *extra)
+{
+    double tau = 1.0;
+    int rc = check_weight(a, weight, extra, &tau);
+    if (rc)
+        return rc;
+    a->block[0]++;
+    fx_add(a->block + 1, weight);
+    fx_add(a->block + 4, weight * tau);
+    return 0;
 }
 
 int fed_agg_merge(fed_agg *dst, const fed_agg *src)

@@ -102,6 +102,44 @@ int fed_agg_add(fed_agg *a, const float *delta, double weight, const fed_extra *
  * allows, AVX-512): bitwise the same accumulator; the oracle of the tests. */
 int fed_agg_add_ref(fed_agg *a, const float *delta, double weight, const fed_extra *extra);
 
+/* ---- one update in slices (streaming uploads) ----
+ * An update can be folded in piece by piece as it arrives, without holding it whole:
+ *
+ *   fed_agg_add_slice(a, FED_AGG_DELTA, off, chunk, len, w, &extra);   // any chunking/order
+ *   ...all n_params values once each (and delta_c's, for scaffold)...
+ *   fed_agg_finish_update(a, w, &extra);    // accepted: count it (once)
+ *   -- or, refused after some slices went in --
+ *   fed_agg_sub_slice(a, FED_AGG_DELTA, off, chunk, len, w, &extra);   // same slices, undone
+ *
+ * Each value's term is the very term fed_agg_add computes (same double, same truncation), so
+ * slices in any chunking plus finish leave the accumulator bitwise as fed_agg_add of the whole
+ * update would, and sub of the same slices restores it bitwise (the −term is the exact two's
+ * complement). Until finish the slices are in the sums but not in count/weight: do not apply,
+ * merge or checkpoint an accumulator with an update half in. Covering every parameter exactly
+ * once is the caller's part (nothing here tracks which were folded). */
+typedef enum {
+    FED_AGG_DELTA = 0,   /* delta (w·delta, w·delta/tau for fednova) */
+    FED_AGG_DELTA_C = 1, /* scaffold's delta_c (folded unweighted, as fed_agg_add does) */
+} fed_agg_part;
+
+/* Folds values[0..count) as parameters [offset, offset+count) of one update of weight
+ * `weight` (fednova: extra->tau is required; extra->delta_c is ignored — send delta_c as
+ * FED_AGG_DELTA_C slices). All-or-nothing for the slice: on error nothing of it is folded
+ * (earlier slices of the update stay: undo them with fed_agg_sub_slice). count 0 is fine.
+ * Returns 0, AF_EINVAL (part not summed by this strategy, NULL values, the range outside
+ * n_params, weight/tau as fed_agg_add, NaN/Inf — the message gives the parameter index) or
+ * AF_ERANGE (a term >= 2^62, 2^32 updates already in). Allocates nothing. */
+int fed_agg_add_slice(fed_agg *a, fed_agg_part part, size_t offset, const float *values,
+                      size_t count, double weight, const fed_extra *extra);
+/* Subtracts exactly what fed_agg_add_slice with the same arguments added (same checks and
+ * return codes; nothing changes on error). */
+int fed_agg_sub_slice(fed_agg *a, fed_agg_part part, size_t offset, const float *values,
+                      size_t count, double weight, const fed_extra *extra);
+/* Counts the update whose slices are in: count += 1, Σw += weight (Σw·tau for fednova).
+ * Call once per accepted update, after its last slice. Returns 0 or the weight/tau/count
+ * errors of fed_agg_add (nothing changes then). */
+int fed_agg_finish_update(fed_agg *a, double weight, const fed_extra *extra);
+
 /* dst += src (exact): combine per-thread or per-rank partial sums. The result is bitwise
  * what one accumulator fed every update would hold, in any order and any split.
  * Returns 0, or AF_ESHAPE if they were made for differently shaped strategies. */

@@ -570,3 +570,168 @@ TEST(strategy_vector_fold_is_bitwise_the_scalar_reference)
         free(dc);
     }
 }
+
+/* Feeds x[0..n) to a as slices of random lengths (0 included) in a random order, through
+ * fed_agg_add_slice (sign > 0) or fed_agg_sub_slice; returns the first nonzero rc. */
+static int fold_in_slices(fed_agg *a, fed_agg_part part, const float *x, size_t n, double w,
+                          const fed_extra *ex, af_rng *r, int sign)
+{
+    size_t *start = malloc((n + 2) * 2 * sizeof *start);
+    uint32_t *order = malloc((n + 2) * 2 * sizeof *order);
+    size_t k = 0;
+    for (size_t off = 0; off <= n;) { /* slice k covers [start[k], start[k+1]) */
+        start[k] = off;
+        order[k] = (uint32_t)k;
+        k++;
+        if (off == n)
+            break;
+        size_t len = af_rng_below(r, 4) == 0 ? 0 : 1 + af_rng_below(r, (uint32_t)(n < 40 ? n : 40));
+        off = off + len > n ? n : off + len;
+    }
+    af_rng_shuffle_u32(r, order, k - 1);
+    int rc = 0;
+    for (size_t j = 0; j + 1 < k && !rc; j++) {
+        size_t s0 = start[order[j]], s1 = start[order[j] + 1];
+        rc = sign > 0 ? fed_agg_add_slice(a, part, s0, x + s0, s1 - s0, w, ex)
+                      : fed_agg_sub_slice(a, part, s0, x + s0, s1 - s0, w, ex);
+    }
+    free(start);
+    free(order);
+    return rc;
+}
+
+static int same_block(fed_agg *a, fed_agg *b)
+{
+    size_t na, nb;
+    const void *pa = fed_agg_data(a, &na), *pb = fed_agg_data(b, &nb);
+    return na == nb && !memcmp(pa, pb, na);
+}
+
+TEST(strategy_slices_in_any_chunking_equal_the_whole_update)
+{
+    static const size_t sizes[] = {1, 9, 1003};
+    const char *names[] = {"fedavg", "fednova", "scaffold"};
+    const char *opts[] = {NULL, NULL, "clients=10"};
+    af_rng r;
+    af_rng_seed(&r, 4242, 3);
+    for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
+        size_t n = sizes[si];
+        float *d = malloc(n * sizeof *d), *dc = malloc(n * sizeof *dc);
+        CHECK(d && dc);
+        for (int t = 0; t < 3; t++) {
+            fed_strategy *s;
+            fed_agg *whole, *ref, *sl;
+            CHECK(fed_strategy_create(names[t], opts[t], n, &s) == 0);
+            CHECK(fed_agg_create(s, &whole) == 0 && fed_agg_create(s, &ref) == 0 &&
+                  fed_agg_create(s, &sl) == 0);
+            for (int k = 0; k < 10; k++) {
+                double w = 1 + (double)af_rng_below(&r, 5000) * 0.37;
+                fed_extra ex = {.delta_c = dc, .tau = 1 + af_rng_uniform(&r) * 50};
+                double scale = t == 1 ? ex.tau : 1.0;
+                for (size_t i = 0; i < n; i++) {
+                    d[i] = (float)(edgy(&r, w) * scale);
+                    dc[i] = edgy(&r, 1.0);
+                }
+                if (!(fabs((double)d[0]) < 1e30))
+                    d[0] = 0;
+                CHECK(fed_agg_add(whole, d, w, &ex) == 0);
+                CHECK(fed_agg_add_ref(ref, d, w, &ex) == 0);
+                CHECK(fold_in_slices(sl, FED_AGG_DELTA, d, n, w, &ex, &r, 1) == 0);
+                if (t == 2)
+                    CHECK(fold_in_slices(sl, FED_AGG_DELTA_C, dc, n, w, &ex, &r, 1) == 0);
+                CHECK(fed_agg_finish_update(sl, w, &ex) == 0);
+                CHECK_MSG(same_block(sl, whole) && same_block(sl, ref),
+                          "%s n=%zu update %d: slices differ from the whole update", names[t],
+                          n, k);
+            }
+            CHECK_EQ_INT(fed_agg_count(sl), 10);
+            fed_agg_free(whole);
+            fed_agg_free(ref);
+            fed_agg_free(sl);
+            fed_strategy_free(s);
+        }
+        free(d);
+        free(dc);
+    }
+}
+
+TEST(strategy_sub_slice_restores_the_accumulator_bitwise)
+{
+    make_updates();
+    const char *names[] = {"fedavg", "fednova", "scaffold"};
+    const char *opts[] = {NULL, NULL, "clients=10"};
+    af_rng r;
+    af_rng_seed(&r, 77, 2);
+    for (int t = 0; t < 3; t++) {
+        fed_strategy *s;
+        fed_agg *a, *snap;
+        CHECK(fed_strategy_create(names[t], opts[t], NP, &s) == 0);
+        CHECK(fed_agg_create(s, &a) == 0 && fed_agg_create(s, &snap) == 0);
+        fed_extra ex = {.delta_c = g_delta[ND - 1], .tau = 3.5};
+        for (int k = 0; k < ND - 2; k++)
+            CHECK(fed_agg_add(a, g_delta[k], g_weight[k], &ex) == 0);
+        CHECK(fed_agg_merge(snap, a) == 0); /* snap = a */
+        /* an update goes in slice by slice, then is refused: undone in another chunking */
+        double w = g_weight[ND - 2];
+        CHECK(fold_in_slices(a, FED_AGG_DELTA, g_delta[ND - 2], NP, w, &ex, &r, 1) == 0);
+        if (t == 2)
+            CHECK(fold_in_slices(a, FED_AGG_DELTA_C, g_delta[ND - 1], NP, w, &ex, &r, 1) == 0);
+        CHECK_MSG(!same_block(a, snap), "%s: the slices changed nothing", names[t]);
+        CHECK_EQ_INT(fed_agg_count(a), ND - 2); /* not counted until finish */
+        CHECK(fold_in_slices(a, FED_AGG_DELTA, g_delta[ND - 2], NP, w, &ex, &r, -1) == 0);
+        if (t == 2)
+            CHECK(fold_in_slices(a, FED_AGG_DELTA_C, g_delta[ND - 1], NP, w, &ex, &r, -1) == 0);
+        CHECK_MSG(same_block(a, snap), "%s: add then sub is not the identity", names[t]);
+        /* from an empty accumulator too: back to all zeros */
+        fed_agg_reset(snap);
+        fed_agg_reset(a);
+        CHECK(fold_in_slices(a, FED_AGG_DELTA, g_delta[0], NP, w, &ex, &r, 1) == 0);
+        CHECK(fold_in_slices(a, FED_AGG_DELTA, g_delta[0], NP, w, &ex, &r, -1) == 0);
+        CHECK(same_block(a, snap));
+        fed_agg_free(a);
+        fed_agg_free(snap);
+        fed_strategy_free(s);
+    }
+}
+
+TEST(strategy_refuses_bad_slices_and_folds_nothing)
+{
+    fed_strategy *s, *nova;
+    fed_agg *a, *b, *na;
+    CHECK(fed_strategy_create("fedavg", NULL, 6, &s) == 0);
+    CHECK(fed_strategy_create("fednova", NULL, 6, &nova) == 0);
+    CHECK(fed_agg_create(s, &a) == 0 && fed_agg_create(s, &b) == 0);
+    CHECK(fed_agg_create(nova, &na) == 0);
+    float good[3] = {0.5f, -1.0f, 2.0f}, bad[3] = {0.5f, 1.0f, NAN}, huge[3] = {0, 1e30f, 0};
+    CHECK(fed_agg_add_slice(a, FED_AGG_DELTA, 0, good, 3, 2.0, NULL) == 0);
+    CHECK(fed_agg_merge(b, a) == 0); /* b = a */
+    CHECK(fed_agg_add_slice(a, FED_AGG_DELTA, 3, bad, 3, 2.0, NULL) == AF_EINVAL);
+    CHECK_MSG(strstr(af_errmsg(), "delta[5] is NaN"), "%s", af_errmsg());
+    CHECK(fed_agg_add_slice(a, FED_AGG_DELTA, 3, huge, 3, 2.0, NULL) == AF_ERANGE);
+    CHECK(fed_agg_add_slice(a, FED_AGG_DELTA, 4, good, 3, 2.0, NULL) == AF_EINVAL); /* past n */
+    CHECK(fed_agg_add_slice(a, FED_AGG_DELTA, 7, good, 0, 2.0, NULL) == AF_EINVAL);
+    CHECK(fed_agg_add_slice(a, FED_AGG_DELTA, (size_t)-1, good, 3, 2.0, NULL) == AF_EINVAL);
+    CHECK(fed_agg_add_slice(a, FED_AGG_DELTA_C, 0, good, 3, 2.0, NULL) == AF_EINVAL);
+    CHECK(fed_agg_add_slice(a, FED_AGG_DELTA, 0, NULL, 3, 2.0, NULL) == AF_EINVAL);
+    CHECK(fed_agg_add_slice(a, FED_AGG_DELTA, 3, good, 3, 0.0, NULL) == AF_EINVAL);
+    CHECK(fed_agg_sub_slice(a, FED_AGG_DELTA, 3, bad, 3, 2.0, NULL) == AF_EINVAL);
+    CHECK(fed_agg_finish_update(a, -1.0, NULL) == AF_EINVAL);
+    CHECK(fed_agg_add_slice(na, FED_AGG_DELTA, 0, good, 3, 2.0, NULL) == AF_EINVAL); /* no tau */
+    CHECK(fed_agg_finish_update(na, 2.0, NULL) == AF_EINVAL);
+    CHECK_EQ_INT(fed_agg_count(na), 0);
+    CHECK_MSG(same_block(a, b), "a refused slice changed the accumulator");
+    CHECK(fed_agg_add_slice(a, FED_AGG_DELTA, 6, NULL, 0, 2.0, NULL) == 0); /* empty tail */
+    CHECK(fed_agg_add_slice(a, FED_AGG_DELTA, 3, good, 3, 2.0, NULL) == 0);
+    CHECK(fed_agg_finish_update(a, 2.0, NULL) == 0);
+    CHECK_EQ_INT(fed_agg_count(a), 1);
+    CHECK_NEAR(fed_agg_weight(a), 2.0, 0);
+    float m[6];
+    CHECK(fed_agg_mean(a, m) == 0);
+    for (int i = 0; i < 6; i++)
+        CHECK_NEAR(m[i], good[i % 3], 0);
+    fed_agg_free(a);
+    fed_agg_free(b);
+    fed_agg_free(na);
+    fed_strategy_free(s);
+    fed_strategy_free(nova);
+}
