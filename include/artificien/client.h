@@ -126,6 +126,13 @@ typedef struct artificien_config {
     double backoff_base_s;       /* first delay after an error (default 1) */
     double backoff_max_s;        /* longest delay after errors (default 300) */
     double not_now_s;            /* how long to wait when good_time says no (default 60) */
+    /* The device's own privacy budget (docs/privacy.md §7). With ledger_path set, a task of a
+     * DP project (plan.dp_clip > 0) is charged (q = 1, z = plan.dp_noise, 1 step) in that
+     * file before its update is sent, and refused (ARTIFICIEN_REFUSED, reason
+     * "privacy_budget", nothing trained) when the project's ε at plan.dp_delta would pass
+     * epsilon_limit. A task without DP is never charged. NULL: no ledger. */
+    const char *ledger_path;
+    double epsilon_limit;        /* per project, > 0 when ledger_path is set */
 } artificien_config;
 
 /* Fills cfg with the defaults (zeroes where "0 = default"). */

@@ -213,6 +213,8 @@ int cmd_worker(int argc, char **argv)
     int rounds_max = 0, threads = 1, quiet = 0, max_epochs = 0, max_samples = 0, stay = 0;
     double heldout = 0.1, idle_exit = 0, max_seconds = 0, max_memory_mb = 0, timeout = 60;
     double max_params = 0;
+    const char *ledger_file = NULL;
+    double eps_limit = 0;
     const arg_opt opts[] = {
         {"server", ARG_STR, &server, "coordinator URL, e.g. http://127.0.0.1:8080 (required)"},
         {"enroll", ARG_STR, &secret, "enrolment secret (used when there is no token yet)"},
@@ -233,6 +235,8 @@ int cmd_worker(int argc, char **argv)
         {"max-epochs", ARG_INT, &max_epochs, "cap: local epochs (default 20)"},
         {"max-seconds", ARG_FLOAT, &max_seconds, "cap: local training seconds (default 3600)"},
         {"max-memory-mb", ARG_FLOAT, &max_memory_mb, "cap: training memory in MiB (default 1024)"},
+        {"ledger", ARG_STR, &ledger_file, "privacy ledger file: epsilon spent per DP project (needs --epsilon-limit)"},
+        {"epsilon-limit", ARG_FLOAT, &eps_limit, "refuse DP tasks that would take a project's epsilon past this"},
         {"timeout", ARG_FLOAT, &timeout, "seconds per HTTP request (default 60)"},
         {"quiet", ARG_FLAG, &quiet, "print only errors and refusals"},
         {0},
@@ -290,6 +294,8 @@ int cmd_worker(int argc, char **argv)
     cfg.token_file = token_file;
     cfg.data = &d;
     cfg.threads = threads;
+    cfg.ledger_path = ledger_file;
+    cfg.epsilon_limit = eps_limit;
     cfg.seed = seed ^ ((uint64_t)si << 32);
     cfg.timeout_s = timeout;
     cfg.caps.max_params = (size_t)max_params;

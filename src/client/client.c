@@ -26,6 +26,8 @@
 #include "core/mem.h"
 #include "core/rng.h"
 #include "core/timer.h"
+#include "fed/dp.h"
+#include "fed/ledger.h"
 #include "fed/strategy.h"
 #include "nn/checkpoint.h"
 #include "train/train.h"
@@ -41,7 +43,7 @@ _Static_assert(ARTIFICIEN_EINVAL == AF_EINVAL && ARTIFICIEN_ENET == AF_ENET &&
 
 struct artificien_client {
     artificien_config cfg;       /* strings below are the client's copies */
-    char *server, *secret, *token_file;
+    char *server, *secret, *token_file, *ledger_path;
     char token[TOKEN_MAX];
     artificien_data data;
     client_data_view view;
@@ -173,6 +175,10 @@ int artificien_client_create(const artificien_config *cfg, artificien_client **o
     if (cfg->caps.max_epochs < 0 || !(cfg->caps.max_seconds >= 0) || !(cfg->timeout_s >= 0) ||
         !(cfg->backoff_base_s >= 0) || !(cfg->backoff_max_s >= 0) || !(cfg->not_now_s >= 0))
         return af_seterr(AF_EINVAL, "config: caps, timeouts and delays must be >= 0");
+    if (cfg->ledger_path && (!cfg->ledger_path[0] || !(cfg->epsilon_limit > 0) ||
+                             !isfinite(cfg->epsilon_limit)))
+        return af_seterr(AF_EINVAL, "config.epsilon_limit: a ledger needs a finite limit > 0 "
+                                    "(and config.ledger_path a file name)");
     artificien_client *c = calloc(1, sizeof *c);
     if (!c)
         return af_seterr(AF_ENOMEM, "client: out of memory");
@@ -181,6 +187,8 @@ int artificien_client_create(const artificien_config *cfg, artificien_client **o
     c->server = dup_or_null(cfg->server, &oom);
     c->secret = dup_or_null(cfg->enroll_secret, &oom);
     c->token_file = dup_or_null(cfg->token_file, &oom);
+    c->ledger_path = dup_or_null(cfg->ledger_path, &oom);
+    c->cfg.ledger_path = c->ledger_path;
     if (oom) {
         rc = af_seterr(AF_ENOMEM, "client: out of memory");
         goto fail;
@@ -260,6 +268,7 @@ void artificien_client_free(artificien_client *c)
     free(c->pend_buf);
     free(c->server);
     free(c->secret);
+    free(c->ledger_path);
     free(c->token_file);
     free(c);
 }
@@ -483,6 +492,57 @@ static int prepare_model(artificien_client *c, const client_task *t, artificien_
     return 0;
 }
 
+/* The ledger's name for a project. */
+static void ledger_id(const client_task *t, char *buf, size_t cap)
+{
+    snprintf(buf, cap, "project-%d", t->project);
+}
+
+/* Would this task take its project past the device's ε limit? 0 yes/no ledger/no DP, 1
+ * refused (res filled), or an error (a corrupt ledger is an error, never a silent reset).
+ * Each participation is charged as (q = 1, z, 1 step): the device cannot know the rate it
+ * was sampled at, and q = 1 claims no amplification (fed/ledger.h). */
+static int ledger_allows(artificien_client *c, const client_task *t, artificien_result *res)
+{
+    const client_plan *p = &t->plan;
+    if (!c->cfg.ledger_path || !(p->dp_clip > 0))
+        return 0;
+    ledger *l;
+    char id[64];
+    double after = INFINITY;
+    int ok = 0, rc = ledger_open(c->cfg.ledger_path, &l);
+    if (rc)
+        return rc;
+    ledger_id(t, id, sizeof id);
+    rc = ledger_check(l, id, 1.0, p->dp_noise, 1, p->dp_delta, c->cfg.epsilon_limit, &after, &ok);
+    ledger_free(l);
+    if (rc)
+        return rc;
+    if (ok)
+        return 0;
+    snprintf(res->reason, sizeof res->reason, "privacy_budget");
+    snprintf(res->message, sizeof res->message, "project %d: epsilon would reach %.4g at "
+             "delta %g, over this device's limit %g: not trained", t->project, after,
+             p->dp_delta, c->cfg.epsilon_limit);
+    return 1;
+}
+
+/* Records the participation in the ledger (when one is configured). */
+static int ledger_charge(artificien_client *c, const client_task *t)
+{
+    if (!c->cfg.ledger_path)
+        return 0;
+    ledger *l;
+    char id[64];
+    int rc = ledger_open(c->cfg.ledger_path, &l);
+    if (rc)
+        return rc;
+    ledger_id(t, id, sizeof id);
+    rc = ledger_record(l, id, 1.0, t->plan.dp_noise, 1, t->plan.dp_delta, 0);
+    ledger_free(l);
+    return rc;
+}
+
 static int run_task(artificien_client *c, const client_task *t, artificien_result *res)
 {
     res->project = t->project;
@@ -496,6 +556,8 @@ static int run_task(artificien_client *c, const client_task *t, artificien_resul
                                      c->flops_per_s, res->reason, sizeof res->reason,
                                      res->message, sizeof res->message))
         rc = 1;
+    if (rc == 0 && (rc = ledger_allows(c, t, res)) < 0)
+        return rc;
     if (rc == 1) {
         res->action = ARTIFICIEN_REFUSED;
         res->retry_after = c->cfg.not_now_s > 0 ? c->cfg.not_now_s : 60;
@@ -549,6 +611,13 @@ static int run_task(artificien_client *c, const client_task *t, artificien_resul
         c->flops_per_s = c->flops_per_s > 0 ? 0.5 * (c->flops_per_s + rate) : rate;
     }
     res->update_norm = client_l2(c->delta, m->n_params);
+    if (p->dp_clip > 0) { /* DP-FedAvg: the coordinator refuses anything over S */
+        if ((rc = dp_clip_l2(c->delta, m->n_params, p->dp_clip, NULL, NULL)))
+            return rc;
+        /* charged before the update leaves: a crash after this over-counts, never under */
+        if ((rc = ledger_charge(c, t)))
+            return rc;
+    }
     client_report rep = {
         .project = t->project,
         .round = t->round,

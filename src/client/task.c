@@ -73,6 +73,7 @@ int client_plan_parse(const cJSON *plan, client_plan *p)
     p->batch = 10;
     p->eval_every = 1;
     p->max_update_norm = 1000;
+    p->dp_delta = 1e-5;
     char optname[16] = "sgd";
     double lr = 0.05, momentum = 0;
     int rc;
@@ -86,7 +87,10 @@ int client_plan_parse(const cJSON *plan, client_plan *p)
         (rc = get_int(plan, "plan", "eval_every", 0, 1000000, &p->eval_every)) ||
         (rc = get_num(plan, "plan", "lr", 0, 1e6, &lr)) ||
         (rc = get_num(plan, "plan", "momentum", 0, 1, &momentum)) ||
-        (rc = get_num(plan, "plan", "max_update_norm", 0, INFINITY, &p->max_update_norm)))
+        (rc = get_num(plan, "plan", "max_update_norm", 0, INFINITY, &p->max_update_norm)) ||
+        (rc = get_num(plan, "plan", "dp_clip", 0, 1e12, &p->dp_clip)) ||
+        (rc = get_num(plan, "plan", "dp_noise", 0, 1e6, &p->dp_noise)) ||
+        (rc = get_num(plan, "plan", "dp_delta", 0, 1, &p->dp_delta)))
         return rc;
     nn_opt_kind kind;
     if (nn_optim_parse_kind(optname, &kind))

@@ -31,6 +31,9 @@ typedef struct client_plan {
     int eval_every;            /* evaluate when round % eval_every == 0; 0 = never */
     double max_update_norm;
     char dataset[64];
+    double dp_clip;            /* DP on when > 0: clip the delta to this L2 norm before upload */
+    double dp_noise;           /* the coordinator's noise multiplier z (charged to the ledger) */
+    double dp_delta;           /* δ the ledger reports ε at */
 } client_plan;
 
 /* Parses a plan object. Missing fields take the API's defaults; present fields of the wrong

@@ -29,6 +29,8 @@
 #include "core/log.h"
 #include "core/mem.h"
 #include "core/rng.h"
+#include "fed/accountant.h"
+#include "fed/dp.h"
 #include "fed/strategy.h"
 #include "nn/checkpoint.h"
 #include "nn/safetensors.h"
@@ -210,6 +212,12 @@ typedef struct proj {
     double eval_loss_sum;     /* Σ eval_samples_k·eval_loss_k */
     int64_t *confusion;       /* C×C, summed eval_confusion */
     int has_confusion;
+    /* central DP-FedAvg (plan.dp_clip > 0): every report weighs 1; at commit the sum gets
+     * N(0, (z·S)²) noise and the fixed denominator devices_per_round */
+    int dp;
+    fed_agg *dp_agg;          /* the noised average, handed to the strategy */
+    acct acct;                /* RDP of the committed rounds (rebuilt from their dp_q at load) */
+    double eps;               /* ε at plan.dp_delta of the committed rounds */
 } proj;
 
 struct srv_coord {
@@ -242,6 +250,7 @@ static void proj_free(proj *p)
     nn_model_free(p->model);
     fed_strategy_free(p->strat);
     fed_agg_free(p->agg);
+    fed_agg_free(p->dp_agg);
     af_free(p->w_next);
     af_free(p->state_backup);
     af_free(p->delta);
@@ -346,6 +355,80 @@ static int serialize_ckpt(proj *p, int64_t version, int round, srv_blob **out)
     return *out ? 0 : af_seterr(AF_ENOMEM, "out of memory for a checkpoint");
 }
 
+/* ---- central differential privacy ----------------------------------------------------------- */
+
+static int dp_replay_round(void *user, const store_round *rd)
+{
+    proj *p = user;
+    if (strcmp(rd->state, "committed") != 0 || !(rd->dp_q > 0))
+        return 0;
+    return acct_step(&p->acct, rd->dp_q, p->plan.dp_noise, 1);
+}
+
+/* Rebuilds the accountant from the committed rounds' sampling rates (the noise multiplier is
+ * the plan's, fixed for the project's life). */
+static int dp_replay(srv_coord *c, proj *p)
+{
+    int rc = store_round_each(c->st, p->id, dp_replay_round, p);
+    if (!rc)
+        rc = acct_epsilon(&p->acct, p->plan.dp_delta, &p->eps, NULL);
+    return rc;
+}
+
+/* The sampling rate one round is charged: q = devices_per_round / N, with N the plan's
+ * dp_population or the enrolled devices holding the plan's dataset (capped at 1). */
+static double dp_rate(srv_coord *c, const proj *p)
+{
+    int64_t n = p->plan.dp_population;
+    if (n <= 0)
+        n = store_device_count_dataset(c->st, p->plan.dataset);
+    double q = n > 0 ? (double)p->plan.devices_per_round / (double)n : 1.0;
+    return q < 1.0 ? q : 1.0;
+}
+
+/* 1 if one more round would take ε past the plan's target (0 without a target). */
+static int dp_budget_spent(srv_coord *c, const proj *p)
+{
+    double e;
+    if (!p->dp || !(p->plan.dp_target_epsilon > 0))
+        return 0;
+    if (acct_epsilon_after(&p->acct, dp_rate(c, p), p->plan.dp_noise, 1, p->plan.dp_delta, &e,
+                           NULL))
+        return 1;
+    return e > p->plan.dp_target_epsilon;
+}
+
+/* Turns the round's accumulated clipped deltas (weights 1) into the noised average in
+ * p->dp_agg: (Σ clip(Δ_k) + N(0, (z·S)² I)) / devices_per_round, as sim/privacy.c does. The
+ * noise comes from a generator seeded by the OS (randombytes), never by the plan's seed: a
+ * reproducible noise draw could be subtracted. p->agg is left as it was (a failed commit
+ * re-noises on retry; the first draw was never released). */
+static int dp_noised_average(proj *p)
+{
+    size_t n = p->model->n_params;
+    uint64_t count = fed_agg_count(p->agg);
+    float *sum = p->delta; /* no report is in flight at commit: the refold scratch is free */
+    int rc;
+    fed_agg_reset(p->dp_agg);
+    if (count == 0)
+        return 0;
+    if ((rc = fed_agg_mean(p->agg, sum)))
+        return rc;
+    for (size_t i = 0; i < n; i++) /* Σ clip(Δ_k) = mean · count (weights are 1) */
+        sum[i] = (float)(sum[i] * (double)count);
+    uint64_t seed[2];
+    randombytes_buf(seed, sizeof seed);
+    af_rng rng;
+    af_rng_seed(&rng, seed[0], seed[1]);
+    sodium_memzero(seed, sizeof seed);
+    rc = dp_fedavg_noise_average(sum, n, p->plan.dp_clip, p->plan.dp_noise,
+                                 (double)p->plan.devices_per_round, &rng);
+    sodium_memzero(&rng, sizeof rng);
+    if (!rc)
+        rc = fed_agg_add(p->dp_agg, sum, 1.0, NULL);
+    return rc;
+}
+
 /* Builds the runtime of a project from its stored row: model, plan, strategy, checkpoint. */
 static int proj_build(srv_coord *c, const store_project *sp, proj **out)
 {
@@ -362,6 +445,8 @@ static int proj_build(srv_coord *c, const store_project *sp, proj **out)
     snprintf(p->name, sizeof p->name, "%s", sp->name);
     p->done = strcmp(sp->status, "done") == 0;
     p->version = sp->version;
+    if ((rc = acct_init(&p->acct, NULL, 0)))
+        goto fail;
     /* stored specs passed the caps in force when they were submitted: no caps here */
     if ((rc = nn_model_from_json(sp->spec, "stored spec", NULL, &p->model)))
         goto fail;
@@ -371,6 +456,7 @@ static int proj_build(srv_coord *c, const store_project *sp, proj **out)
     }
     if ((rc = srv_plan_parse(pj, p->model, &p->plan)))
         goto fail;
+    p->dp = p->plan.dp_clip > 0;
     if (!(p->plan_text = strdup(sp->plan))) {
         rc = af_seterr(AF_ENOMEM, "out of memory");
         goto fail;
@@ -411,6 +497,8 @@ static int proj_build(srv_coord *c, const store_project *sp, proj **out)
         }
         p->slot[0].agg = p->agg;
         p->slot[0].scratch = p->delta;
+        if (p->dp && (rc = fed_agg_create(p->strat, &p->dp_agg)))
+            goto fail;
     }
     int nr = store_round_count(c->st, p->id);
     if (nr < 0) {
@@ -418,6 +506,8 @@ static int proj_build(srv_coord *c, const store_project *sp, proj **out)
         goto fail;
     }
     p->started = nr > 0;
+    if (p->dp && (rc = dp_replay(c, p)))
+        goto fail;
     cJSON_Delete(pj);
     *out = p;
     return 0;
@@ -454,7 +544,7 @@ static int count_report(proj *p, const srv_update *u, int64_t device)
 static int fold(proj *p, const float *delta, const srv_update *u, int64_t device)
 {
     fed_extra ex = {NULL, u->tau};
-    int rc = fed_agg_add(p->agg, delta, u->num_samples, &ex);
+    int rc = fed_agg_add(p->agg, delta, p->dp ? 1.0 : u->num_samples, &ex);
     return rc ? rc : count_report(p, u, device);
 }
 
@@ -486,6 +576,8 @@ static void closing_stats(const proj *p, store_round *r, double now)
 {
     *r = p->round;
     r->confusion = NULL;
+    r->dp_q = NAN;
+    r->epsilon = NAN;
     r->closed_at = now;
     r->train_loss = p->loss_w > 0 ? p->loss_sum / p->loss_w : NAN;
     r->eval_samples = p->eval_samples;
@@ -522,13 +614,29 @@ static int commit_round(srv_coord *c, proj *p, double now)
     if (state)
         memcpy(p->state_backup, state, p->n_state * sizeof(float));
     memcpy(p->w_next, p->model->params, n * sizeof(float));
-    int rc = fed_strategy_apply(p->strat, p->agg, p->w_next);
+    int rc = p->dp ? dp_noised_average(p) : 0;
+    if (!rc)
+        rc = fed_strategy_apply(p->strat, p->dp ? p->dp_agg : p->agg, p->w_next);
     srv_blob *ck = NULL;
     float *old = p->model->params;
     int64_t v = p->version + 1;
     int done = v >= p->plan.rounds;
     store_round r;
     closing_stats(p, &r, now);
+    acct after = p->acct;
+    if (!rc && p->dp) { /* one Poisson-subsampled Gaussian step per committed round */
+        r.dp_q = dp_rate(c, p);
+        rc = acct_step(&after, r.dp_q, p->plan.dp_noise, 1);
+        if (!rc)
+            rc = acct_epsilon(&after, p->plan.dp_delta, &r.epsilon, NULL);
+        if (!rc && p->plan.dp_target_epsilon > 0) {
+            /* stop now if the next round would take ε past the target */
+            double e_next;
+            if (acct_epsilon_after(&after, r.dp_q, p->plan.dp_noise, 1, p->plan.dp_delta,
+                                   &e_next, NULL) || e_next > p->plan.dp_target_epsilon)
+                done = 1;
+        }
+    }
     char *conf = confusion_json(p);
     r.confusion = conf;
     if (!rc) {
@@ -553,6 +661,10 @@ static int commit_round(srv_coord *c, proj *p, double now)
     srv_blob_release(p->ckpt);
     p->ckpt = ck;
     p->version = v;
+    if (p->dp) {
+        p->acct = after;
+        p->eps = r.epsilon;
+    }
     af_log(AF_LOG_INFO, "round_commit", "project=%lld round=%d attempt=%d reports=%d version=%lld "
                                         "train_loss=%.6g eval_accuracy=%.6g",
            (long long)p->id, r.number, r.attempt, r.reports, (long long)v, r.train_loss,
@@ -617,7 +729,11 @@ typedef struct reload_ctx {
 
 static srv_upload_rules upload_rules(const srv_coord *c, const proj *p)
 {
-    srv_upload_rules u = {p->model, p->plan.max_update_norm,
+    /* DP: devices clip to S, so anything over S (plus float slack) did not clip */
+    double lim = p->plan.max_update_norm;
+    if (p->dp && p->plan.dp_clip * (1 + 1e-5) < lim)
+        lim = p->plan.dp_clip * (1 + 1e-5);
+    srv_upload_rules u = {p->model, lim,
                           fed_strategy_kind_of(p->strat) == FED_FEDNOVA, c->max_body, 0};
     return u;
 }
@@ -1133,6 +1249,8 @@ static cJSON *round_json(const store_round *rd, int live)
         NUM_OR_NULL("eval_loss", rd->eval_loss);
         cJSON_AddNumberToObject(o, "eval_samples", (double)rd->eval_samples);
         NUM_OR_NULL("closed_at", rd->closed_at);
+        if (isfinite(rd->epsilon))
+            cJSON_AddNumberToObject(o, "epsilon", rd->epsilon);
 #undef NUM_OR_NULL
     }
     return o;
@@ -1182,6 +1300,10 @@ void srv_coord_project_get(srv_coord *c, const srv_principal *who, int64_t id, s
     cJSON_AddRawToObject(j, "plan", p->plan_text);
     cJSON_AddNumberToObject(j, "params", (double)p->model->n_params);
     cJSON_AddNumberToObject(j, "version", (double)p->version);
+    if (p->dp) /* ε at plan.dp_delta spent by the committed rounds */
+        cJSON_AddNumberToObject(j, "epsilon", p->eps);
+    else
+        cJSON_AddNullToObject(j, "epsilon");
     if (p->open) {
         store_round live = p->round;
         cJSON_AddItemToObject(j, "round", round_json(&live, 1));
@@ -1572,6 +1694,13 @@ void srv_coord_checkin(srv_coord *c, const srv_principal *who, const cJSON *body
             continue;
         if (!p->done)
             close_if_due(c, p, now);
+        if (!p->done && !p->open && dp_budget_spent(c, p)) {
+            /* the budget would not cover even the first round (later rounds stop at commit);
+             * in memory only: a restart recomputes the same answer */
+            p->done = 1;
+            af_log(AF_LOG_INFO, "project_done", "project=%lld reason=privacy_budget epsilon=%g",
+                   (long long)p->id, p->eps);
+        }
         if (p->done) {
             done++;
             continue;
@@ -1739,7 +1868,7 @@ static int fold_partial(proj *p, srv_upload *up, const srv_update *u)
     fed_extra ex = {NULL, u->tau};
     int rc = srv_upload_delta(up, s->scratch, &delta);
     if (!rc)
-        rc = fed_agg_add(s->agg, delta, u->num_samples, &ex);
+        rc = fed_agg_add(s->agg, delta, p->dp ? 1.0 : u->num_samples, &ex);
     pthread_mutex_unlock(&s->mu);
     return rc;
 }

@@ -44,11 +44,13 @@ int srv_plan_parse(const cJSON *plan, const nn_model *m, srv_plan *out)
     static const char *const keys[] = {
         "strategy", "strategy_opts", "rounds", "devices_per_round", "min_reports",
         "over_selection", "round_deadline_s", "local_epochs", "batch", "optimizer", "lr",
-        "momentum", "eval_every", "max_update_norm", "dataset", "seed", NULL};
+        "momentum", "eval_every", "max_update_norm", "dataset", "seed", "dp_clip", "dp_noise", "dp_delta",
+        "dp_target_epsilon", "dp_population", NULL};
     srv_plan p = {.strategy = "fedavg", .rounds = 0, .devices_per_round = 10, .min_reports = 0,
                   .over_selection = 1.3, .round_deadline_s = 60, .local_epochs = 1, .batch = 10,
                   .optimizer = "sgd", .lr = 0.05, .momentum = 0, .eval_every = 1,
-                  .max_update_norm = 1000, .dataset = "fashion-mnist", .seed = 1};
+                  .max_update_norm = 1000, .dataset = "fashion-mnist", .seed = 1,
+                  .dp_delta = 1e-5};
     if (!cJSON_IsObject(plan))
         return af_seterr(AF_EINVAL, "plan: expected a JSON object");
     for (const cJSON *it = plan->child; it; it = it->next) {
@@ -82,7 +84,23 @@ int srv_plan_parse(const cJSON *plan, const nn_model *m, srv_plan *out)
     NUM("eval_every", 0, 100000, 1, p.eval_every);
     NUM("max_update_norm", 1e-9, 1e12, 0, p.max_update_norm);
     NUM("seed", 0, 9007199254740992.0, 1, p.seed);
+    NUM("dp_clip", 0, 1e12, 0, p.dp_clip);
+    NUM("dp_noise", 0, 1e6, 0, p.dp_noise);
+    NUM("dp_delta", 1e-300, 0.999999, 0, p.dp_delta);
+    NUM("dp_target_epsilon", 0, 1e6, 0, p.dp_target_epsilon);
+    NUM("dp_population", 0, 1e12, 1, p.dp_population);
 #undef NUM
+    if (!(p.dp_clip > 0)) {
+        static const char *const dp_keys[] = {"dp_noise", "dp_delta", "dp_target_epsilon",
+                                              "dp_population", NULL};
+        for (int i = 0; dp_keys[i]; i++)
+            if (cJSON_GetObjectItemCaseSensitive(plan, dp_keys[i]))
+                return af_seterr(AF_EINVAL, "plan.%s: needs plan.dp_clip > 0 (differential "
+                                            "privacy is off)", dp_keys[i]);
+    } else if (p.dp_population > 0 && p.dp_population < p.devices_per_round) {
+        return af_seterr(AF_EINVAL, "plan.dp_population: %lld is below devices_per_round %d",
+                         (long long)p.dp_population, p.devices_per_round);
+    }
     if ((rc = str_field(plan, "strategy", p.strategy, sizeof p.strategy)) ||
         (rc = str_field(plan, "strategy_opts", p.strategy_opts, sizeof p.strategy_opts)) ||
         (rc = str_field(plan, "optimizer", p.optimizer, sizeof p.optimizer)) ||
@@ -126,6 +144,12 @@ cJSON *srv_plan_to_json(const srv_plan *p)
              cJSON_AddNumberToObject(j, "max_update_norm", p->max_update_norm) &&
              cJSON_AddStringToObject(j, "dataset", p->dataset) &&
              cJSON_AddNumberToObject(j, "seed", (double)p->seed);
+    if (ok && p->dp_clip > 0) /* DP fields only when on: a plain plan's JSON is unchanged */
+        ok = cJSON_AddNumberToObject(j, "dp_clip", p->dp_clip) &&
+             cJSON_AddNumberToObject(j, "dp_noise", p->dp_noise) &&
+             cJSON_AddNumberToObject(j, "dp_delta", p->dp_delta) &&
+             cJSON_AddNumberToObject(j, "dp_target_epsilon", p->dp_target_epsilon) &&
+             cJSON_AddNumberToObject(j, "dp_population", (double)p->dp_population);
     if (!ok) {
         cJSON_Delete(j);
         return NULL;

@@ -32,6 +32,13 @@ typedef struct srv_plan {
     double max_update_norm;
     char dataset[64];
     uint64_t seed;
+    /* central DP-FedAvg (docs/privacy.md "Over HTTP"): dp_clip S > 0 turns it on */
+    double dp_clip;           /* S: devices clip their delta to this L2 norm; 0 = no DP */
+    double dp_noise;          /* z: the coordinator adds N(0, (z·S)²) to the sum */
+    double dp_delta;          /* δ of the reported (ε, δ) */
+    double dp_target_epsilon; /* stop before a round would take ε past it; 0 = none */
+    int64_t dp_population;    /* N for q = devices_per_round / N; 0 = the enrolled devices
+                                 holding the plan's dataset */
 } srv_plan;
 
 /* Parses and validates a plan object for model m: unknown fields, wrong types and values out

@@ -228,7 +228,15 @@ static int migrate_1_to_2(store *st)
     return rc;
 }
 
-static int (*const migrations[STORE_SCHEMA_VERSION])(store *) = {migrate_0_to_1, migrate_1_to_2};
+/* 2 → 3: a committed DP round keeps the sampling rate it was charged and the ε after it. */
+static int migrate_2_to_3(store *st)
+{
+    return exec(st, "ALTER TABLE rounds ADD COLUMN dp_q REAL;"
+                    "ALTER TABLE rounds ADD COLUMN epsilon REAL;");
+}
+
+static int (*const migrations[STORE_SCHEMA_VERSION])(store *) = {migrate_0_to_1, migrate_1_to_2,
+                                                                  migrate_2_to_3};
 
 static int prune_logs(store *st);
 
@@ -482,6 +490,19 @@ int64_t store_device_count(store *st)
     return n;
 }
 
+int64_t store_device_count_dataset(store *st, const char *dataset)
+{
+    sqlite3_stmt *s;
+    if (sqlite3_prepare_v2(st->db, "SELECT count(*) FROM devices WHERE json_valid(dataset) AND "
+                                   "json_extract(dataset, '$.name') = ?", -1, &s, NULL) != SQLITE_OK)
+        return db_err(st, "count devices of a dataset");
+    sqlite3_bind_text(s, 1, dataset, -1, SQLITE_STATIC);
+    int64_t n = sqlite3_step(s) == SQLITE_ROW ? sqlite3_column_int64(s, 0)
+                                              : db_err(st, "count devices of a dataset");
+    sqlite3_finalize(s);
+    return n;
+}
+
 /* ---- projects and checkpoints ----------------------------------------------------------------- */
 
 void store_project_clear(store_project *p)
@@ -725,7 +746,7 @@ void store_round_clear(store_round *r)
 
 #define ROUND_COLS "project_id, number, attempt, state, version, opened_at, deadline_at, " \
                    "closed_at, selected, reports, refused, train_loss, eval_samples, "    \
-                   "eval_correct, eval_loss, confusion"
+                   "eval_correct, eval_loss, confusion, dp_q, epsilon"
 
 static void read_round(sqlite3_stmt *s, store_round *r)
 {
@@ -746,6 +767,8 @@ static void read_round(sqlite3_stmt *s, store_round *r)
     r->eval_correct = sqlite3_column_int64(s, 13);
     r->eval_loss = col_double_or_nan(s, 14);
     r->confusion = col_strdup(s, 15);
+    r->dp_q = col_double_or_nan(s, 16);
+    r->epsilon = col_double_or_nan(s, 17);
 }
 
 int store_round_open(store *st, const store_round *r)
@@ -841,8 +864,9 @@ static int close_round(store *st, const store_round *r, const char *state)
     sqlite3_stmt *s;
     if (sqlite3_prepare_v2(st->db, "UPDATE rounds SET state = ?, closed_at = ?, reports = ?, "
                                    "refused = ?, train_loss = ?, eval_samples = ?, eval_correct "
-                                   "= ?, eval_loss = ?, confusion = ? WHERE project_id = ? AND "
-                                   "number = ? AND attempt = ? AND state = 'open'",
+                                   "= ?, eval_loss = ?, confusion = ?, dp_q = ?, epsilon = ? WHERE "
+                                   "project_id = ? AND number = ? AND attempt = ? AND state = "
+                                   "'open'",
                            -1, &s, NULL) != SQLITE_OK)
         return db_err(st, "prepare round update");
     sqlite3_bind_text(s, 1, state, -1, SQLITE_STATIC);
@@ -857,9 +881,12 @@ static int close_round(store *st, const store_round *r, const char *state)
         sqlite3_bind_text(s, 9, r->confusion, -1, SQLITE_STATIC);
     else
         sqlite3_bind_null(s, 9);
-    sqlite3_bind_int64(s, 10, r->project);
-    sqlite3_bind_int(s, 11, r->number);
-    sqlite3_bind_int(s, 12, r->attempt);
+    /* 0 is what a zero-initialised row holds: no DP, stored as NULL */
+    bind_double_or_null(s, 10, r->dp_q > 0 ? r->dp_q : NAN);
+    bind_double_or_null(s, 11, r->dp_q > 0 ? r->epsilon : NAN);
+    sqlite3_bind_int64(s, 12, r->project);
+    sqlite3_bind_int(s, 13, r->number);
+    sqlite3_bind_int(s, 14, r->attempt);
     int rc = step_done(st, s, "close round");
     sqlite3_finalize(s);
     if (!rc && sqlite3_changes(st->db) != 1)

@@ -23,7 +23,7 @@
 #include <sys/uio.h>
 
 /* The schema version this build writes (PRAGMA user_version). */
-#define STORE_SCHEMA_VERSION 2
+#define STORE_SCHEMA_VERSION 3
 /* SHA-256 digests of keys and tokens. */
 #define STORE_HASH_BYTES 32
 
@@ -66,6 +66,9 @@ int store_device_find(store *st, const uint8_t hash[STORE_HASH_BYTES], int64_t *
 /* The dataset schema a device declared at enrolment (malloc'd text, caller frees). */
 int store_device_dataset(store *st, int64_t id, char **dataset);
 int64_t store_device_count(store *st);
+/* Devices whose declared schema has "name" = dataset (the population a DP plan samples
+ * from); a count ≥ 0, or AF_EIO. */
+int64_t store_device_count_dataset(store *st, const char *dataset);
 
 /* ---- projects and checkpoints ---- */
 
@@ -119,6 +122,8 @@ typedef struct store_round {
     int64_t eval_samples, eval_correct;
     double eval_loss;        /* sample-weighted mean eval loss (NaN if none) */
     char *confusion;         /* population confusion matrix as JSON, owned; may be NULL */
+    double dp_q;             /* DP rounds: the sampling rate the accountant charged (NaN: no DP) */
+    double epsilon;          /* DP rounds: ε spent after this round (NaN: no DP) */
 } store_round;
 
 void store_round_clear(store_round *r);

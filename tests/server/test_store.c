@@ -366,7 +366,7 @@ TEST(store_migrates_an_open_attempt_of_schema_1_to_its_log)
         "PRAGMA user_version = 1;") == 0);
     store *st;
     CHECK(store_open(path, 0, &st) == 0);
-    CHECK_EQ_INT(store_schema_version(st), 2);
+    CHECK_EQ_INT(store_schema_version(st), STORE_SCHEMA_VERSION);
     store_attempt_key k = {1, 1, 1};
     store_log *l;
     CHECK(store_log_open(st, &k, &l) == 0);

@@ -1,0 +1,150 @@
+/* test_dp_http.c — central DP-FedAvg at the coordinator over HTTP: an update over the plan's
+ * dp_clip is refused as over_norm, a committed round's checkpoint is the fixed-denominator
+ * FedAvg result plus noise of std z·S/devices_per_round, ε per round in the status JSON
+ * equals fed/accountant.h for the same (q, z, rounds), and the target ε marks the project
+ * done before the round that would pass it. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../test.h"
+#include "fed/accountant.h"
+#include "nn/checkpoint.h"
+#include "testsrv.h"
+
+static nn_model *dp_ckpt(const ts_server *t, const char *key, int64_t pid, int version)
+{
+    char path[96];
+    ts_resp r;
+    snprintf(path, sizeof path, "/v1/projects/%lld/checkpoints/%d", (long long)pid, version);
+    nn_model *m = NULL;
+    if (!ts_http(t->url, "GET", path, key, NULL, NULL, 0, NULL, &r) && r.status == 200)
+        nn_checkpoint_parse(r.body, r.len, "download", NULL, &m);
+    ts_resp_free(&r);
+    return m;
+}
+
+static cJSON *dp_status(const ts_server *t, const char *key, int64_t pid)
+{
+    char path[64];
+    ts_resp r;
+    snprintf(path, sizeof path, "/v1/projects/%lld", (long long)pid);
+    cJSON *j = !ts_http(t->url, "GET", path, key, NULL, NULL, 0, NULL, &r) && r.status == 200
+                   ? ts_json(&r)
+                   : NULL;
+    ts_resp_free(&r);
+    return j;
+}
+
+TEST(dp_http_noise_over_norm_epsilon_and_target)
+{
+    /* q = 3 / 100, z = 1: the target sits between ε after 2 and after 3 rounds */
+    const double q = 0.03, z = 1.0, S = 1.0, delta = 1e-5;
+    double eps[4] = {0};
+    acct a;
+    CHECK(acct_init(&a, NULL, 0) == 0);
+    for (int k = 1; k <= 3; k++) {
+        CHECK(acct_step(&a, q, z, 1) == 0);
+        CHECK(acct_epsilon(&a, delta, &eps[k], NULL) == 0);
+    }
+    CHECK(eps[1] < eps[2] && eps[2] < eps[3]);
+    char plan[512];
+    snprintf(plan, sizeof plan,
+             "{\"rounds\":10,\"devices_per_round\":3,\"min_reports\":3,\"over_selection\":1,"
+             "\"round_deadline_s\":60,\"dataset\":\"toy\",\"dp_clip\":%g,\"dp_noise\":%g,"
+             "\"dp_population\":100,\"dp_target_epsilon\":%.17g}",
+             S, z, 0.5 * (eps[2] + eps[3]));
+
+    ts_server t;
+    char db[600], key[80], dev[3][80];
+    snprintf(db, sizeof db, "%s/dp.db", t_tmpdir());
+    CHECK(ts_start(&t, db, NULL) == 0);
+    CHECK(ts_owner(&t, "acme", key) == 0);
+    int64_t pid = ts_project(&t, key, TS_TOY_SPEC, plan);
+    CHECK(pid == 1);
+    for (int k = 0; k < 3; k++)
+        CHECK(ts_device(&t, TS_TOY_SCHEMA, dev[k], NULL) == 0);
+
+    /* DP options without dp_clip are refused */
+    ts_resp r;
+    CHECK(ts_post_json(t.url, "/v1/projects", key,
+                       "{\"name\":\"x\",\"spec\":" TS_TOY_SPEC ",\"plan\":{\"rounds\":1,"
+                       "\"dataset\":\"toy\",\"dp_noise\":1}}", &r) == 0);
+    CHECK_EQ_INT(r.status, 400);
+    CHECK(strstr(r.body, "dp_noise") != NULL);
+    ts_resp_free(&r);
+
+    for (int round = 1; round <= 2; round++) {
+        int rd = 0, att = 0;
+        for (int k = 0; k < 3; k++) {
+            CHECK_EQ_INT(ts_checkin(&t, dev[k], NULL, &rd, &att), 1);
+            CHECK_EQ_INT(rd, round);
+        }
+        nn_model *w0 = dp_ckpt(&t, key, pid, round - 1);
+        CHECK(w0 != NULL);
+        size_t n = w0->n_params;
+        float d[3][15], big[15];
+        for (size_t i = 0; i < n; i++) /* ‖big‖ = 2 > S */
+            big[i] = (float)(2.0 / sqrt((double)n));
+        const char *keys[2] = {"attempt", "num_samples"}, *vals[2] = {"1", "50"};
+        uint8_t *buf;
+        size_t len;
+        if (round == 1) {
+            CHECK(ts_update(w0, big, keys, vals, 2, &buf, &len) == 0);
+            CHECK(ts_report(&t, dev[0], pid, 1, buf, len, &r) == 0);
+            CHECK_EQ_INT(r.status, 400);
+            CHECK(ts_is_error(&r, "over_norm", NULL));
+            ts_resp_free(&r);
+            free(buf);
+        }
+        double plain[15] = {0};
+        for (int k = 0; k < 3; k++) {
+            for (size_t i = 0; i < n; i++) { /* ‖d_k‖ < 0.5: within S, sent as is */
+                d[k][i] = (float)(0.02 * (k + 1) * ((i % 3) - 1.0));
+                plain[i] += d[k][i] / 3.0; /* weights 1, denominator devices_per_round */
+            }
+            CHECK(ts_update(w0, d[k], keys, vals, 2, &buf, &len) == 0);
+            CHECK(ts_report(&t, dev[k], pid, round, buf, len, &r) == 0);
+            CHECK_EQ_INT(r.status, 200);
+            ts_resp_free(&r);
+            free(buf);
+        }
+        nn_model *w1 = dp_ckpt(&t, key, pid, round);
+        CHECK(w1 != NULL);
+        /* w1 − (w0 + plain) is the noise / 3: std z·S/3 per element */
+        double ss = 0;
+        for (size_t i = 0; i < n; i++) {
+            double e = w1->params[i] - (w0->params[i] + plain[i]);
+            ss += e * e;
+        }
+        double rms = sqrt(ss / (double)n), want = z * S / 3.0;
+        CHECK(rms > 0.35 * want && rms < 1.8 * want); /* χ²₁₅ bounds, far out in the tails */
+        nn_model_free(w0);
+        nn_model_free(w1);
+
+        cJSON *st = dp_status(&t, key, pid);
+        CHECK(st != NULL);
+        CHECK_NEAR(cJSON_GetObjectItem(st, "epsilon")->valuedouble, eps[round], 1e-9);
+        cJSON *rounds = cJSON_GetObjectItem(st, "rounds");
+        CHECK_EQ_INT(cJSON_GetArraySize(rounds), round);
+        cJSON *last = cJSON_GetArrayItem(rounds, round - 1);
+        CHECK(cJSON_IsNumber(cJSON_GetObjectItem(last, "epsilon")));
+        CHECK_NEAR(cJSON_GetObjectItem(last, "epsilon")->valuedouble, eps[round], 1e-9);
+        /* the third round would pass the target: done after the second */
+        CHECK(strcmp(cJSON_GetObjectItem(st, "status")->valuestring,
+                     round == 2 ? "done" : "running") == 0);
+        cJSON_Delete(st);
+    }
+    int rd, att;
+    CHECK_EQ_INT(ts_checkin(&t, dev[0], NULL, &rd, &att), 0);
+
+    /* a restart rebuilds the accountant from the stored rounds */
+    ts_stop(&t);
+    CHECK(ts_start(&t, db, NULL) == 0);
+    cJSON *st = dp_status(&t, key, pid);
+    CHECK(st != NULL);
+    CHECK_NEAR(cJSON_GetObjectItem(st, "epsilon")->valuedouble, eps[2], 1e-9);
+    cJSON_Delete(st);
+    ts_stop(&t);
+}
