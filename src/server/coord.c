@@ -4,15 +4,18 @@
  *   - proj->model holds checkpoint proj->version, which is the store's latest;
  *   - while proj->open, the attempt's log holds its selections (proj->sel, proj->devs
  *     SELECTED) and its stored reports; every stored report is either folded and counted
- *     (in one of the partial sums proj->slot[], devs REPORTED) or in flight (devs REPORTING,
+ *     (in proj->agg, devs REPORTED) or in flight (devs REPORTING,
  *     counted in proj->inflight), and the attempt closes only with none in flight;
+ *   - an upload being received (counted in proj->streaming from srv_coord_report_begin to
+ *     its conclusion) has its checked floats folded into proj->agg as they arrive; it is
+ *     counted there (fed_agg_finish_update) once stored, else subtracted again, and the
+ *     attempt closes only with none streaming, so no half-folded update is ever applied;
  *   - the store is written first; memory changes only after the store said yes, so a failed
  *     write leaves memory as it was.
- * A report is stored and folded outside c->mu: the lock is held only to check the state and
+ * A report is folded and stored outside c->mu: the lock is held only to check the state and
  * claim the device's slot, and again to count the report. The log serialises its own
- * appends; the fold goes into one of PROJ_SLOTS partial sums, each with its own lock: the
- * first is proj->agg itself, the others are merged into it (exactly: fixed point) when the
- * attempt commits.
+ * appends; the streaming fold goes into proj->agg under proj->fold_mu, taken per slice
+ * (integer adds: slices of concurrent uploads interleave exactly).
  */
 #include "server/coord.h"
 
@@ -167,20 +170,6 @@ static void devset_clear(devset *d)
 
 /* ---- state ------------------------------------------------------------------------------------ */
 
-/* Partial sums of the open attempt: a report folds into whichever is free, so two request
- * threads fold at once. Slot 0 is proj->agg itself; slot 1 (28 bytes per parameter, made at
- * its first use) only for models of up to SLOT_MAX_PARAMS, so that a large model costs no
- * more memory than one accumulator. */
-#define PROJ_SLOTS 2
-#define SLOT_MAX_PARAMS ((size_t)1 << 21)
-
-typedef struct agg_slot {
-    pthread_mutex_t mu;
-    fed_agg *agg;             /* slot 0: proj->agg; others: made at the first fold */
-    float *scratch;           /* n_params: an update whose tensors are not in spec order
-                                 (slot 0: proj->delta) */
-} agg_slot;
-
 typedef struct proj {
     int64_t id, owner_id;
     char name[128];
@@ -205,8 +194,12 @@ typedef struct proj {
     store_selection *sel;     /* who was handed its task, and when */
     size_t n_sel, cap_sel;
     int inflight;             /* reports admitted and being stored/folded, not yet counted */
+    int streaming;            /* uploads begun and not concluded (slices in proj->agg) */
+    struct srv_coord *coord;  /* the owner, for an upload released without a finish */
     srv_blob *task;           /* its check-in answer {"action": "train", …}, made once */
-    agg_slot slot[PROJ_SLOTS];
+    pthread_mutex_t fold_mu;  /* guards proj->agg while uploads fold slices into it as they
+                                 stream in (exact integer sums: slices of different uploads
+                                 may interleave) */
     double loss_sum, loss_w;  /* Σ n_k·loss_k, Σ n_k over reports with a loss */
     int64_t eval_samples, eval_correct;
     double eval_loss_sum;     /* Σ eval_samples_k·eval_loss_k */
@@ -262,13 +255,7 @@ static void proj_free(proj *p)
     store_log_close(p->log);
     srv_blob_release(p->task);
     free(p->sel);
-    for (int i = 0; i < PROJ_SLOTS; i++) {
-        if (i > 0) { /* slot 0 borrows proj->agg and proj->delta */
-            fed_agg_free(p->slot[i].agg);
-            af_free(p->slot[i].scratch);
-        }
-        pthread_mutex_destroy(&p->slot[i].mu);
-    }
+    pthread_mutex_destroy(&p->fold_mu);
     free(p);
 }
 
@@ -290,6 +277,7 @@ static int add_proj(srv_coord *c, proj *p)
         c->projects = a;
         c->cap_projects = cap;
     }
+    p->coord = c;
     c->projects[c->n_projects++] = p;
     return 0;
 }
@@ -303,9 +291,6 @@ static void reset_attempt_stats(proj *p)
         memset(p->confusion, 0, (size_t)p->model->n_classes * p->model->n_classes * sizeof(int64_t));
     if (p->agg)
         fed_agg_reset(p->agg);
-    for (int i = 1; i < PROJ_SLOTS; i++)
-        if (p->slot[i].agg)
-            fed_agg_reset(p->slot[i].agg);
     devset_clear(&p->devs);
     store_log_close(p->log);
     p->log = NULL;
@@ -438,8 +423,7 @@ static int proj_build(srv_coord *c, const store_project *sp, proj **out)
     int rc;
     if (!p)
         return af_seterr(AF_ENOMEM, "out of memory");
-    for (int i = 0; i < PROJ_SLOTS; i++)
-        pthread_mutex_init(&p->slot[i].mu, NULL);
+    pthread_mutex_init(&p->fold_mu, NULL);
     p->id = sp->id;
     p->owner_id = sp->owner_id;
     snprintf(p->name, sizeof p->name, "%s", sp->name);
@@ -495,8 +479,6 @@ static int proj_build(srv_coord *c, const store_project *sp, proj **out)
             rc = af_seterr(AF_ENOMEM, "out of memory for project %lld", (long long)p->id);
             goto fail;
         }
-        p->slot[0].agg = p->agg;
-        p->slot[0].scratch = p->delta;
         if (p->dp && (rc = fed_agg_create(p->strat, &p->dp_agg)))
             goto fail;
     }
@@ -599,17 +581,7 @@ static void close_attempt(srv_coord *c, proj *p)
 static int commit_round(srv_coord *c, proj *p, double now)
 {
     size_t n = p->model->n_params;
-    /* no report is in flight (callers check): the partial sums are idle */
-    for (int i = 1; i < PROJ_SLOTS; i++)
-        if (p->slot[i].agg && fed_agg_count(p->slot[i].agg)) {
-            int mrc = fed_agg_merge(p->agg, p->slot[i].agg);
-            if (mrc) {
-                af_log(AF_LOG_ERROR, "round_commit_failed", "project=%lld error=\"%s\"",
-                       (long long)p->id, af_errmsg());
-                return mrc;
-            }
-            fed_agg_reset(p->slot[i].agg);
-        }
+    /* no report is in flight or streaming (callers check): proj->agg is idle */
     float *state = p->n_state ? fed_strategy_state(p->strat, &p->n_state) : NULL;
     if (state)
         memcpy(p->state_backup, state, p->n_state * sizeof(float));
@@ -703,7 +675,7 @@ static int abandon_round(srv_coord *c, proj *p, double now)
  * to land closes it, or the next tick). */
 static void close_if_due(srv_coord *c, proj *p, double now)
 {
-    if (!p->open || now < p->round.deadline_at || p->inflight)
+    if (!p->open || now < p->round.deadline_at || p->inflight || p->streaming)
         return;
     if (p->round.reports >= p->plan.min_reports)
         commit_round(c, p, now);
@@ -1821,6 +1793,52 @@ static int report_state(srv_coord *c, const srv_principal *who, proj *p, int64_t
     return 0;
 }
 
+/* The last report in flight or streaming closes an attempt that reached its goal or its
+ * deadline (under c->mu). */
+static void settle(srv_coord *c, proj *p)
+{
+    if (!p->open || p->inflight || p->streaming)
+        return;
+    if (p->round.reports >= p->plan.devices_per_round)
+        commit_round(c, p, store_now());
+    else
+        close_if_due(c, p, store_now());
+}
+
+/* srv_upload_sink.fold: one slice into proj->agg, under slot 0's lock (no c->mu). */
+static int stream_fold(void *ctx, size_t off, const float *x, size_t n, double w, double tau,
+                       int sub)
+{
+    proj *p = ctx;
+    fed_extra ex = {NULL, tau};
+    pthread_mutex_lock(&p->fold_mu);
+    int rc = sub ? fed_agg_sub_slice(p->agg, FED_AGG_DELTA, off, x, n, w, &ex)
+                 : fed_agg_add_slice(p->agg, FED_AGG_DELTA, off, x, n, w, &ex);
+    pthread_mutex_unlock(&p->fold_mu);
+    return rc;
+}
+
+/* Takes a refused upload's slices back out of proj->agg (no c->mu). */
+static void stream_unfold(proj *p, srv_upload *up)
+{
+    if (srv_upload_unfold(up))
+        af_log(AF_LOG_ERROR, "unfold_failed", "project=%lld error=\"%s\"", (long long)p->id,
+               af_errmsg());
+}
+
+/* srv_upload_sink.release: the request ended without srv_coord_report_finish (the client
+ * went away, or the body was over the limit): undo and forget the upload. */
+static void stream_release(void *ctx, srv_upload *up)
+{
+    proj *p = ctx;
+    srv_coord *c = p->coord;
+    stream_unfold(p, up);
+    pthread_mutex_lock(&c->mu);
+    p->streaming--;
+    settle(c, p);
+    pthread_mutex_unlock(&c->mu);
+}
+
 int srv_coord_report_begin(srv_coord *c, const srv_principal *who, int64_t id, int round,
                            size_t body_len, srv_upload **up, srv_reply *r)
 {
@@ -1832,45 +1850,19 @@ int srv_coord_report_begin(srv_coord *c, const srv_principal *who, int64_t id, i
     int st = report_state(c, who, p, id, round, 0, r);
     srv_upload_rules rules = st ? (srv_upload_rules){0} : upload_rules(c, p);
     rules.body_len = body_len;
-    pthread_mutex_unlock(&c->mu);
-    if (st)
-        return st;
-    if (srv_upload_create(&rules, c->spool_dir, NULL, up)) {
-        reply_internal(r, "start upload");
-        return r->status;
-    }
-    return 0;
-}
-
-/* Folds a stored update into a free partial sum of the open attempt (no c->mu): slot 0, or
- * slot 1 when slot 0 is busy (made at its first use; a model too large for a second sum, or
- * no memory for it, waits for slot 0). 0 or AF_E*. */
-static int fold_partial(proj *p, srv_upload *up, const srv_update *u)
-{
-    agg_slot *s = NULL;
-    for (int i = 0; i < PROJ_SLOTS && !s; i++)
-        if (pthread_mutex_trylock(&p->slot[i].mu) == 0) {
-            s = &p->slot[i];
-            if (i > 0 && !s->agg &&
-                (p->model->n_params > SLOT_MAX_PARAMS || fed_agg_create(p->strat, &s->agg) ||
-                 !(s->scratch = af_alloc(p->model->n_params * sizeof(float))))) {
-                fed_agg_free(s->agg); /* cannot serve: leave it empty */
-                s->agg = NULL;
-                pthread_mutex_unlock(&s->mu);
-                s = NULL;
-            }
+    srv_upload_sink sink = {stream_fold, stream_release, p, p && p->dp};
+    if (!st) {
+        if (srv_upload_create(&rules, c->spool_dir, NULL, up) || srv_upload_attach(*up, &sink)) {
+            srv_upload_free(*up);
+            *up = NULL;
+            reply_internal(r, "start upload");
+            st = r->status;
+        } else {
+            p->streaming++; /* from here the attempt waits for this upload's conclusion */
         }
-    if (!s) { /* every usable sum is busy: wait for the first */
-        s = &p->slot[0];
-        pthread_mutex_lock(&s->mu);
     }
-    const float *delta = NULL;
-    fed_extra ex = {NULL, u->tau};
-    int rc = srv_upload_delta(up, s->scratch, &delta);
-    if (!rc)
-        rc = fed_agg_add(s->agg, delta, p->dp ? 1.0 : u->num_samples, &ex);
-    pthread_mutex_unlock(&s->mu);
-    return rc;
+    pthread_mutex_unlock(&c->mu);
+    return st ? r->status : 0;
 }
 
 void srv_coord_report_finish(srv_coord *c, const srv_principal *who, int64_t id, int round,
@@ -1878,26 +1870,31 @@ void srv_coord_report_finish(srv_coord *c, const srv_principal *who, int64_t id,
 {
     srv_update u;
     int bad = srv_upload_finish(up, &u, r);
+    srv_upload_detach(up); /* concluded here, whatever happens next */
     pthread_mutex_lock(&c->mu);
-    proj *p = find_proj(c, id);
-    if (p)
-        close_if_due(c, p, store_now());
+    proj *p = find_proj(c, id); /* found at begin: projects are never removed */
     if (bad) {
-        if (p && p->open && p->round.number == round)
+        if (p->open && p->round.number == round)
             p->round.refused++;
-        pthread_mutex_unlock(&c->mu);
-        return;
-    }
-    if (report_state(c, who, p, id, round, u.attempt, r) || attempt_log(c, p) ||
-        devset_put(&p->devs, who->id, DEV_REPORTING)) {
+    } else if (report_state(c, who, p, id, round, u.attempt, r) || attempt_log(c, p) ||
+               devset_put(&p->devs, who->id, DEV_REPORTING)) {
         if (!r->status)
             reply_internal(r, "store report");
+        bad = 1;
+    }
+    if (bad) { /* nothing of it may stay in the sums */
+        pthread_mutex_unlock(&c->mu);
+        stream_unfold(p, up);
+        pthread_mutex_lock(&c->mu);
+        p->streaming--;
+        settle(c, p);
         pthread_mutex_unlock(&c->mu);
         return;
     }
-    /* the device's slot is claimed: store and fold without the lock (the attempt cannot
-     * close while a report is in flight, so p->log stays) */
+    /* the device's slot is claimed: store without the lock (the attempt cannot close while
+     * a report is in flight, so p->log stays) */
     p->inflight++;
+    p->streaming--;
     store_log *log = p->log;
     int attempt = p->round.attempt;
     pthread_mutex_unlock(&c->mu);
@@ -1907,7 +1904,15 @@ void srv_coord_report_finish(srv_coord *c, const srv_principal *who, int64_t id,
     size_t fd_len;
     srv_upload_body(up, iov, &niov, &fd, &fd_len);
     int rc = store_log_report(log, who->id, store_now(), iov, niov, fd, fd_len);
-    int folded = rc ? -1 : fold_partial(p, up, &u);
+    int folded = -1;
+    if (!rc) { /* on disk: count the update whose slices are in */
+        fed_extra ex = {NULL, u.tau};
+        pthread_mutex_lock(&p->fold_mu);
+        folded = fed_agg_finish_update(p->agg, p->dp ? 1.0 : u.num_samples, &ex);
+        pthread_mutex_unlock(&p->fold_mu);
+    }
+    if (rc || folded)
+        stream_unfold(p, up);
 
     pthread_mutex_lock(&c->mu);
     p->inflight--;
@@ -1931,12 +1936,6 @@ void srv_coord_report_finish(srv_coord *c, const srv_principal *who, int64_t id,
         }
         reply_json(r, 200, j);
     }
-    /* the last report in flight closes an attempt that reached its goal or its deadline */
-    if (!p->inflight && p->open) {
-        if (p->round.reports >= p->plan.devices_per_round)
-            commit_round(c, p, store_now());
-        else
-            close_if_due(c, p, store_now());
-    }
+    settle(c, p);
     pthread_mutex_unlock(&c->mu);
 }

@@ -23,10 +23,9 @@
 #include "core/err.h"
 
 #define HDR_MAX ((uint64_t)16 << 20) /* a JSON header of a 64-layer spec is a few KB */
-/* Data areas up to this size are kept in memory, larger ones go to the spool file: the
- * memory an upload holds is bounded whatever the model (measured: spooling a 133 KB update
- * through the file system costs ~40 % more coordinator CPU than keeping it) */
-#define MEM_MAX ((size_t)1 << 20)
+/* The fold buffer: floats are handed to the sink in slices of at most this many (aligned,
+ * and whole: a float cut by the network waits here for its last bytes) */
+#define FBUF_N 4096
 #define MAX_CLASSES 256
 
 typedef uint32_t u32x8 __attribute__((vector_size(32)));
@@ -43,8 +42,7 @@ struct srv_upload {
     srv_upload_rules rules;
     float *delta;           /* direct mode: the floats land here */
     char *spool_dir;        /* NULL in direct mode */
-    int fd;                 /* spool file (unlinked) for large data areas, else -1 */
-    uint8_t *mem;           /* the data area of a small update, else NULL */
+    int fd;                 /* spool file (unlinked) holding the data area, else -1 */
     int status;             /* sticky refusal, 0 while valid */
     const char *code;
     char msg[512];
@@ -64,6 +62,14 @@ struct srv_upload {
     uint32_t bigbits;       /* max |x| as its IEEE bit pattern (sign cleared) */
     int64_t *conf;
     char *conf_text;
+    /* streaming fold (srv_upload_attach) */
+    srv_upload_sink sink;   /* sink.fold NULL: none */
+    int attached;           /* sink.release still owed by srv_upload_free */
+    double weight, tau;     /* from __metadata__, known once the header is parsed */
+    size_t fpos;            /* data bytes handed to the fold buffer */
+    size_t fill;            /* of which still in fbuf (a slice not yet folded) */
+    size_t folded;          /* data bytes folded: [0, folded) of the spool is in the sink */
+    float fbuf[FBUF_N];
 };
 
 static int refuse(srv_upload *u, srv_reply *r, int status, const char *code, const char *fmt, ...)
@@ -123,10 +129,13 @@ void srv_upload_free(srv_upload *u)
 {
     if (!u)
         return;
+    if (u->attached && u->sink.release) {
+        u->attached = 0;
+        u->sink.release(u->sink.ctx, u);
+    }
     if (u->fd >= 0)
         close(u->fd);
     free(u->spool_dir);
-    free(u->mem);
     free(u->hdr);
     cJSON_Delete(u->hj);
     free(u->segs);
@@ -147,6 +156,9 @@ static const seg *seg_at(const srv_upload *u, size_t at)
             return &u->segs[i];
     return &u->segs[u->nseg - 1];
 }
+
+static int meta_number(srv_upload *u, srv_reply *r, const char *key, int required, double lo,
+                       double hi, int integral, double *v);
 
 static int cmp_seg(const void *a, const void *b)
 {
@@ -262,12 +274,17 @@ static int parse_header(srv_upload *u, srv_reply *r)
     if (8 + u->hlen + u->data_len > u->rules.max_len)
         return refuse(u, r, 413, "too_large", "update of %llu bytes is over the limit of %zu",
                       (unsigned long long)(8 + u->hlen + u->data_len), u->rules.max_len);
+    if (u->sink.fold) { /* the fold's weight: needed before the first float */
+        double n = 0, tau = NAN;
+        if (meta_number(u, r, "num_samples", 1, 1e-9, 1e12, 0, &n) ||
+            meta_number(u, r, "tau", u->rules.need_tau, 1e-9, 1e12, 0, &tau))
+            return u->status;
+        u->weight = u->sink.unit_weight ? 1.0 : n;
+        u->tau = tau;
+    }
     if (!u->spool_dir)
         return 0;
-    if (u->data_len <= MEM_MAX) {
-        if (!(u->mem = malloc(u->data_len ? u->data_len : 1)))
-            return refuse(u, r, 500, "internal", "out of memory for an update");
-    } else if ((u->fd = spool_open(u->spool_dir)) < 0) {
+    if ((u->fd = spool_open(u->spool_dir)) < 0) {
         return refuse(u, r, 500, "internal", "upload spool file in %s: %s", u->spool_dir,
                       strerror(errno));
     }
@@ -390,6 +407,87 @@ static int write_all(int fd, const uint8_t *p, size_t n)
     return 0;
 }
 
+/* Folds (sub 0) or unfolds the whole floats in fbuf, which start at data byte `start` and
+ * lie in one tensor; keeps the 0–3 bytes of a cut float at the front. 0 or AF_E*. */
+static int flush_slice(srv_upload *u, size_t start, int sub)
+{
+    size_t nf = u->fill / 4;
+    if (nf) {
+        const seg *s = seg_at(u, start);
+        int rc = u->sink.fold(u->sink.ctx, s->poff + (start - s->begin) / 4, u->fbuf, nf,
+                              u->weight, u->tau, sub);
+        if (rc)
+            return rc;
+    }
+    size_t rest = u->fill - nf * 4;
+    memmove(u->fbuf, (uint8_t *)u->fbuf + nf * 4, rest);
+    u->fill = rest;
+    return 0;
+}
+
+/* Checked data bytes [fpos, fpos + n) into the sink: one slice per tensor per feed (at most
+ * FBUF_N floats each), whole floats only. */
+static int fold_bytes(srv_upload *u, const uint8_t *p, size_t n, srv_reply *r)
+{
+    while (n) {
+        const seg *s = seg_at(u, u->fpos);
+        size_t k = sizeof u->fbuf - u->fill;
+        k = k < n ? k : n;
+        k = k < s->end - u->fpos ? k : s->end - u->fpos;
+        memcpy((uint8_t *)u->fbuf + u->fill, p, k);
+        u->fill += k, u->fpos += k, p += k, n -= k;
+        if (u->fill == sizeof u->fbuf || u->fpos == s->end || n == 0) {
+            size_t start = u->fpos - u->fill, whole = u->fill / 4 * 4;
+            int rc = flush_slice(u, start, 0);
+            if (rc == AF_ERANGE)
+                return refuse(u, r, 400, "over_norm", "update: num_samples × a value of tensor "
+                                                      "'%s' is too large",
+                              param_name(u, s->param));
+            if (rc)
+                return refuse(u, r, 500, "internal", "update fold: %s", af_errmsg());
+            u->folded = start + whole;
+        }
+    }
+    return 0;
+}
+
+int srv_upload_attach(srv_upload *u, const srv_upload_sink *s)
+{
+    if (!u->spool_dir || u->got || !s->fold)
+        return af_seterr(AF_ESTATE, "upload: a sink needs a spooled upload not yet fed");
+    u->sink = *s;
+    u->attached = 1;
+    return 0;
+}
+
+void srv_upload_detach(srv_upload *u) { u->attached = 0; }
+
+int srv_upload_unfold(srv_upload *u)
+{
+    if (!u->sink.fold || !u->folded)
+        return 0;
+    /* any slicing undoes exactly: each value's term is the same */
+    u->fill = 0;
+    for (size_t off = 0; off < u->folded;) {
+        const seg *s = seg_at(u, off);
+        size_t k = u->folded < s->end ? u->folded - off : s->end - off;
+        k = k < sizeof u->fbuf ? k : sizeof u->fbuf;
+        ssize_t got = pread(u->fd, u->fbuf, k, (off_t)off);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0 || got % 4)
+            return af_seterr(AF_EIO, "upload spool: %s", got < 0 ? strerror(errno) : "short read");
+        u->fill = (size_t)got;
+        int rc = flush_slice(u, off, 1);
+        if (rc)
+            return rc;
+        off += (size_t)got;
+    }
+    u->folded = 0;
+    u->fill = 0;
+    return 0;
+}
+
 int srv_upload_feed(srv_upload *u, const void *data, size_t n, srv_reply *r)
 {
     const uint8_t *b = data;
@@ -439,12 +537,12 @@ int srv_upload_feed(srv_upload *u, const void *data, size_t n, srv_reply *r)
         size_t k = u->data_len - at < n ? u->data_len - at : n;
         if (check_data(u, b, k, r))
             return u->status;
-        if (u->mem)
-            memcpy(u->mem + at, b, k);
-        else if (u->fd >= 0 && write_all(u->fd, b, k))
+        if (u->fd >= 0 && write_all(u->fd, b, k))
             return refuse(u, r, 500, "internal", "upload spool: %s", strerror(errno));
         else if (u->fd < 0)
             scatter(u, at, b, k, u->delta);
+        if (u->sink.fold && fold_bytes(u, b, k, r))
+            return u->status;
         u->got += k, b += k, n -= k;
     }
     return 0;
@@ -563,9 +661,7 @@ void srv_upload_body(const srv_upload *u, struct iovec iov[3], int *n, int *fd, 
     *n = 2;
     *fd = -1;
     *fd_len = 0;
-    if (u->mem)
-        iov[(*n)++] = (struct iovec){u->mem, u->data_len};
-    else if (u->fd >= 0) {
+    if (u->fd >= 0) {
         *fd = u->fd;
         *fd_len = u->data_len;
     }
@@ -574,20 +670,8 @@ void srv_upload_body(const srv_upload *u, struct iovec iov[3], int *n, int *fd, 
 int srv_upload_delta(srv_upload *u, float *scratch, const float **out)
 {
     *out = NULL;
-    if (!u->spool_dir || u->status || u->dpos != u->data_len || (!u->mem && u->fd < 0))
+    if (!u->spool_dir || u->status || u->dpos != u->data_len || u->fd < 0)
         return af_seterr(AF_ESTATE, "upload: no finished update to read back");
-    int identity = 1; /* the data area is the flat parameter vector (tensors in spec order) */
-    for (int i = 0; i < u->nseg; i++)
-        identity &= u->segs[i].begin == u->segs[i].poff * sizeof(float);
-    if (u->mem && identity) {
-        *out = (const float *)(const void *)u->mem; /* malloc'd: aligned for floats */
-        return 0;
-    }
-    if (u->mem) {
-        scatter(u, 0, u->mem, u->data_len, scratch);
-        *out = scratch;
-        return 0;
-    }
     uint8_t buf[65536];
     for (size_t off = 0; off < u->data_len;) {
         size_t k = u->data_len - off < sizeof buf ? u->data_len - off : sizeof buf;

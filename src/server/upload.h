@@ -4,13 +4,13 @@
  * pieces the network delivers: the 8-byte header length, then the JSON header (checked at
  * once against the spec: every parameter tensor, F32, the spec's shape, offsets contiguous),
  * then the tensor data, each float checked for finiteness and added to the running norm as it
- * passes. The data is kept in memory when it is at most 1 MiB, else it goes to an unlinked
- * spool file, so a connection never holds more than that whatever the model; for a stored
- * report being reloaded it goes straight into a delta vector. A refusal
- * is known as soon as the byte that causes it arrives; srv_upload_finish checks the end
- * (truncation, the norm, the __metadata__). Afterwards srv_upload_body hands the body as
- * received to the attempt log (no copy), and srv_upload_delta the floats in parameter order
- * to the fold (no copy either when the tensors come in the spec's order, as ours do).
+ * passes. The data goes to an unlinked spool file, and with a sink attached (the
+ * coordinator's accumulator) each checked run of whole floats is folded in at once, one
+ * slice per tensor, so a connection holds a fixed buffer whatever the model; for a stored
+ * report being reloaded it goes straight into a delta vector. A refusal is known as soon as
+ * the byte that causes it arrives; srv_upload_finish checks the end (truncation, the norm,
+ * the __metadata__). Afterwards srv_upload_body hands the body as received to the attempt
+ * log, and a refused upload is taken back out of the sink with srv_upload_unfold.
  */
 #ifndef AF_SERVER_UPLOAD_H
 #define AF_SERVER_UPLOAD_H
@@ -42,9 +42,8 @@ typedef struct srv_update {
 
 typedef struct srv_upload srv_upload;
 
-/* A new upload. With spool_dir the data bytes are kept (in memory up to 1 MiB, beyond in an
- * unlinked temporary file there, on the database's file system) for srv_upload_body and
- * srv_upload_delta; with spool_dir NULL they are scattered into delta[n_params] as they
+/* A new upload. With spool_dir the data bytes are kept (in an unlinked temporary file there,
+ * on the database's file system) for srv_upload_body, srv_upload_delta and srv_upload_unfold; with spool_dir NULL they are scattered into delta[n_params] as they
  * come (delta must then be given). 0 or AF_ENOMEM. */
 int srv_upload_create(const srv_upload_rules *rules, const char *spool_dir, float *delta,
                       srv_upload **out);
@@ -58,16 +57,41 @@ int srv_upload_feed(srv_upload *u, const void *p, size_t n, srv_reply *r);
  * else the refusal status with r filled (bad_safetensors, over_norm, bad_field). */
 int srv_upload_finish(srv_upload *u, srv_update *out, srv_reply *r);
 
+/* Where a streaming upload folds its floats as they arrive. */
+typedef struct srv_upload_sink {
+    /* Adds (sub 0) or subtracts (sub 1) values[0..count) as parameters [offset, offset+count)
+     * of an update of weight `weight` (tau: __metadata__.tau, NaN when absent); 0 or AF_E*
+     * with nothing of the slice changed (fed_agg_add_slice / fed_agg_sub_slice). Called from
+     * the feeding thread, slices of at most a few thousand floats, any order. */
+    int (*fold)(void *ctx, size_t offset, const float *values, size_t count, double weight,
+                double tau, int sub);
+    /* Called once by srv_upload_free if the upload is still attached (its request ended
+     * without the owner concluding it): the owner unfolds it and forgets it. May be NULL. */
+    void (*release)(void *ctx, srv_upload *u);
+    void *ctx;
+    int unit_weight; /* weight 1 for every update (central DP), else __metadata__.num_samples */
+} srv_upload_sink;
+
+/* Attaches a sink to an upload made with a spool_dir, before its first byte: from then the
+ * header must carry a valid __metadata__.num_samples (and tau when need_tau), refused at the
+ * header with bad_field, and the floats are folded as they pass their checks; a fold error
+ * refuses the upload (AF_ERANGE: over_norm). 0 or AF_ESTATE. */
+int srv_upload_attach(srv_upload *u, const srv_upload_sink *s);
+/* The owner has concluded the upload: srv_upload_free will not call sink.release. */
+void srv_upload_detach(srv_upload *u);
+/* Subtracts from the sink every float folded so far (read back from the spool in slices),
+ * leaving it bitwise as before the upload; then nothing is folded. 0, AF_EIO, or the fold's
+ * error. */
+int srv_upload_unfold(srv_upload *u);
+
 /* Body length, once finished. */
 size_t srv_upload_len(const srv_upload *u);
 /* The body as received (an upload made with a spool_dir, finished): iov[0..*n) in memory
- * (the length prefix, the JSON header, and the data when it is kept in memory), then *fd_len
- * bytes of the spool file *fd from offset 0 (*fd -1 and *fd_len 0 when there is none). All of
+ * (the length prefix and the JSON header), then *fd_len bytes of the spool file *fd from offset 0 (*fd -1 and *fd_len 0 when there is none). All of
  * it is owned by u. */
 void srv_upload_body(const srv_upload *u, struct iovec iov[3], int *n, int *fd, size_t *fd_len);
-/* The update's floats in parameter order (n_params of them): *out points into u's own memory
- * when the body stores the tensors in the spec's order, else to scratch[n_params], filled by
- * scattering the data (read back from the spool for a large update). 0, AF_ESTATE (not a
+/* The update's floats in parameter order (n_params of them): *out points to
+ * scratch[n_params], filled by scattering the data read back from the spool. 0, AF_ESTATE (not a
  * finished, valid upload made with a spool_dir) or AF_EIO. */
 int srv_upload_delta(srv_upload *u, float *scratch, const float **out);
 

@@ -1,7 +1,7 @@
 /* test_upload.c — the streaming validator of update bodies: any chunking gives the same
  * result as one piece, refusals come with the byte that causes them (not at the end),
  * tensors stored out of order land at their parameters, and the body comes back byte for
- * byte for the attempt log (in memory, or from the spool file) with the floats in parameter
+ * byte for the attempt log (from the spool file) with the floats in parameter
  * order for the fold. */
 #include <math.h>
 #include <stdio.h>
