@@ -9,6 +9,8 @@
 #include <string.h>
 
 #include "../test.h"
+#include "artificien/client.h"
+#include "core/fileio.h"
 #include "fed/accountant.h"
 #include "nn/checkpoint.h"
 #include "testsrv.h"
@@ -146,5 +148,83 @@ TEST(dp_http_noise_over_norm_epsilon_and_target)
     CHECK(st != NULL);
     CHECK_NEAR(cJSON_GetObjectItem(st, "epsilon")->valuedouble, eps[2], 1e-9);
     cJSON_Delete(st);
+    ts_stop(&t);
+}
+
+/* The device-side ledger (fed/ledger.h) through the device library: with a limit that allows
+ * one participation, the first DP task is trained and charged in the ledger file before the
+ * upload; the next task of the same project would pass the limit and is refused with reason
+ * "privacy_budget", nothing trained, the ledger unchanged. */
+TEST(dp_http_client_ledger_refuses_past_the_limit)
+{
+    const double z = 1.0, delta = 1e-5;
+    /* ε of one and of two charged participations (q = 1, z, 1 step each) */
+    double e1, e2;
+    acct a;
+    CHECK(acct_init(&a, NULL, 0) == 0);
+    CHECK(acct_step(&a, 1.0, z, 1) == 0);
+    CHECK(acct_epsilon(&a, delta, &e1, NULL) == 0);
+    CHECK(acct_step(&a, 1.0, z, 1) == 0);
+    CHECK(acct_epsilon(&a, delta, &e2, NULL) == 0);
+    CHECK(e1 < e2);
+    const char *plan = "{\"rounds\":5,\"devices_per_round\":1,\"min_reports\":1,\"over_selection\":1,"
+                       "\"round_deadline_s\":60,\"dataset\":\"toy\",\"dp_clip\":1,\"dp_noise\":1,"
+                       "\"dp_population\":10,\"local_epochs\":1,\"batch\":4}";
+    ts_server t;
+    char db[600], key[80], ledger_path[600];
+    const char *dir = t_tmpdir();
+    snprintf(db, sizeof db, "%s/ledger.db", dir);
+    snprintf(ledger_path, sizeof ledger_path, "%s/device.ledger", dir);
+    CHECK(ts_start(&t, db, NULL) == 0);
+    CHECK(ts_owner(&t, "acme", key) == 0);
+    CHECK(ts_project(&t, key, TS_TOY_SPEC, plan) == 1);
+    const char *secret = t.secret;
+
+    /* 24 samples of 4 attributes, 3 classes: label = argmax of the first three attributes */
+    float x[24 * 4];
+    uint8_t y[24];
+    for (int i = 0; i < 24; i++) {
+        for (int f = 0; f < 4; f++)
+            x[i * 4 + f] = (float)(((i * 7 + f * 3) % 11) - 5) / 5.0f;
+        y[i] = (uint8_t)(x[i * 4] > x[i * 4 + 1] ? (x[i * 4] > x[i * 4 + 2] ? 0 : 2)
+                                                   : (x[i * 4 + 1] > x[i * 4 + 2] ? 1 : 2));
+    }
+    artificien_data data = {.name = "toy", .tabular = 1, .channels = 1, .height = 1, .width = 4,
+                            .classes = 3, .x = x, .y = y, .n = 24, .n_heldout = 4};
+    artificien_config cfg;
+    artificien_config_init(&cfg);
+    cfg.server = t.url;
+    cfg.enroll_secret = secret;
+    cfg.data = &data;
+    cfg.ledger_path = ledger_path;
+    cfg.epsilon_limit = 0.5 * (e1 + e2); /* one participation fits, two do not */
+    artificien_client *c = NULL;
+    CHECK(artificien_client_create(&cfg, &c) == 0);
+    artificien_result r;
+    CHECK_MSG(artificien_client_run_once(c, &r) == 0, "%s", artificien_errmsg(c));
+    CHECK_MSG(r.action == ARTIFICIEN_TRAINED, "first cycle: action %d reason %s %s", (int)r.action,
+              r.reason, r.message);
+    CHECK(r.update_norm <= 1.0 + 1e-5); /* clipped to dp_clip before the upload */
+    char *before = NULL;
+    size_t blen = 0;
+    CHECK(af_read_file(ledger_path, &before, &blen) == 0 && blen > 0);
+    /* round 2 of the same project: would pass the limit */
+    int rc = 0;
+    for (int k = 0; k < 20; k++) { /* the round commits on the first report; poll the next */
+        rc = artificien_client_run_once(c, &r);
+        if (rc || r.action != ARTIFICIEN_WAIT)
+            break;
+    }
+    CHECK_MSG(rc == 0, "%s", artificien_errmsg(c));
+    CHECK_MSG(r.action == ARTIFICIEN_REFUSED && strcmp(r.reason, "privacy_budget") == 0,
+              "second task: action %d reason %s %s", (int)r.action, r.reason, r.message);
+    CHECK(r.steps == 0);
+    char *after = NULL;
+    size_t alen = 0;
+    CHECK(af_read_file(ledger_path, &after, &alen) == 0);
+    CHECK(alen == blen && memcmp(before, after, blen) == 0); /* nothing more charged */
+    free(before);
+    free(after);
+    artificien_client_free(c);
     ts_stop(&t);
 }
