@@ -13,6 +13,7 @@
 #include "core/err.h"
 #include "core/mem.h"
 #include "core/rng.h"
+#include "core/strbuf.h"
 #include "core/timer.h"
 #include "fed/strategy.h"
 #include "nn/safetensors.h"
@@ -390,37 +391,6 @@ double client_l2(const float *x, size_t n)
     return sqrt(s);
 }
 
-/* Appends to a growing string; returns 0 or AF_ENOMEM. */
-typedef struct sbuf {
-    char *s;
-    size_t len, cap;
-} sbuf;
-
-static int sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int sb_printf(sbuf *b, const char *fmt, ...)
-{
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(b->s ? b->s + b->len : NULL, b->s ? b->cap - b->len : 0, fmt, ap);
-        va_end(ap);
-        if (n < 0)
-            return AF_EINVAL;
-        if (b->s && b->len + (size_t)n < b->cap) {
-            b->len += (size_t)n;
-            return 0;
-        }
-        size_t cap = b->cap ? b->cap * 2 : 256;
-        while (cap <= b->len + (size_t)n)
-            cap *= 2;
-        char *s = realloc(b->s, cap);
-        if (!s)
-            return AF_ENOMEM;
-        b->s = s;
-        b->cap = cap;
-    }
-}
-
 int client_delta_serialize(const nn_model *m, const float *delta, const client_report *rep,
                            uint8_t **out, size_t *len)
 {
@@ -461,32 +431,32 @@ int client_delta_serialize(const nn_model *m, const float *delta, const client_r
     META("version", "%ld", rep->version);
     if (rep->tau > 0)
         META("tau", "%.9g", rep->tau);
-    sbuf conf = {0};
+    af_strbuf conf = {0};
     int rc = 0;
     if (rep->eval_samples) {
         META("eval_samples", "%zu", rep->eval_samples);
         META("eval_correct", "%ld", rep->eval_correct);
         META("eval_loss", "%.9g", rep->eval_loss);
 #undef META
-        rc = sb_printf(&conf, "[");
+        rc = af_strbuf_printf(&conf, "[");
         for (int r = 0; !rc && r < rep->k; r++) {
-            rc = sb_printf(&conf, "%s[", r ? "," : "");
+            rc = af_strbuf_printf(&conf, "%s[", r ? "," : "");
             for (int c = 0; !rc && c < rep->k; c++)
-                rc = sb_printf(&conf, "%s%ld", c ? "," : "", rep->confusion[r * rep->k + c]);
+                rc = af_strbuf_printf(&conf, "%s%ld", c ? "," : "", rep->confusion[r * rep->k + c]);
             if (!rc)
-                rc = sb_printf(&conf, "]");
+                rc = af_strbuf_printf(&conf, "]");
         }
         if (!rc)
-            rc = sb_printf(&conf, "]");
+            rc = af_strbuf_printf(&conf, "]");
         if (rc) {
-            free(conf.s);
+            free(conf.buf);
             return af_seterr(AF_ENOMEM, "update: out of memory");
         }
         keys[n] = "eval_confusion";
-        vals[n] = conf.s;
+        vals[n] = conf.buf;
         n++;
     }
     rc = st_serialize(ts, m->n_params_t, keys, vals, n, out, len);
-    free(conf.s);
+    free(conf.buf);
     return rc;
 }

@@ -9,6 +9,7 @@
 #include "data/partition.h"
 
 #include "core/err.h"
+#include "core/strbuf.h"
 #include "core/fileio.h"
 #include "core/mem.h"
 #include "core/rng.h"
@@ -645,44 +646,7 @@ int data_partition_balance(const data_partition *p, const uint8_t *y, double *sk
 
 /* ---- report files ---------------------------------------------------------------------- */
 
-/* A growable text buffer; the first failure sticks and is reported once at the end. */
-typedef struct sbuf {
-    char *buf;
-    size_t len, cap;
-    int oom;
-} sbuf;
-
-__attribute__((format(printf, 2, 3))) static void sb_printf(sbuf *b, const char *fmt, ...)
-{
-    if (b->oom)
-        return;
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int m = vsnprintf(b->buf ? b->buf + b->len : NULL, b->buf ? b->cap - b->len : 0, fmt, ap);
-        va_end(ap);
-        if (m < 0) {
-            b->oom = 1;
-            return;
-        }
-        if (b->buf && b->len + (size_t)m < b->cap) {
-            b->len += (size_t)m;
-            return;
-        }
-        size_t ncap = b->cap ? b->cap * 2 : 4096;
-        while (ncap <= b->len + (size_t)m)
-            ncap *= 2;
-        char *nb = realloc(b->buf, ncap);
-        if (!nb) {
-            b->oom = 1;
-            return;
-        }
-        b->buf = nb;
-        b->cap = ncap;
-    }
-}
-
-static int sb_write(sbuf *b, const char *path, const char *what)
+static int sb_write(af_strbuf *b, const char *path, const char *what)
 {
     int rc;
     if (b->oom) {
@@ -697,32 +661,32 @@ static int sb_write(sbuf *b, const char *path, const char *what)
 }
 
 /* A CSV field, quoted (with "" for ") when it holds a comma, quote or line break. */
-static void sb_csv_field(sbuf *b, const char *s)
+static void sb_csv_field(af_strbuf *b, const char *s)
 {
     if (!strpbrk(s, ",\"\r\n")) {
-        sb_printf(b, "%s", s);
+        af_strbuf_printf(b, "%s", s);
         return;
     }
-    sb_printf(b, "\"");
+    af_strbuf_printf(b, "\"");
     for (; *s; s++)
-        sb_printf(b, *s == '"' ? "\"\"" : "%c", *s);
-    sb_printf(b, "\"");
+        af_strbuf_printf(b, *s == '"' ? "\"\"" : "%c", *s);
+    af_strbuf_printf(b, "\"");
 }
 
 int data_partition_write_csv(const data_partition *p, const uint8_t *y,
                              const char *const *class_names, const char *path)
 {
-    sbuf b = {0};
+    af_strbuf b = {0};
     uint32_t cnt[PART_MAX_CLASSES];
-    sb_printf(&b, "device,n_train,n_heldout");
+    af_strbuf_printf(&b, "device,n_train,n_heldout");
     for (int c = 0; c < p->n_classes; c++) {
-        sb_printf(&b, ",");
+        af_strbuf_printf(&b, ",");
         if (class_names && class_names[c])
             sb_csv_field(&b, class_names[c]);
         else
-            sb_printf(&b, "class_%d", c);
+            af_strbuf_printf(&b, "class_%d", c);
     }
-    sb_printf(&b, "\n");
+    af_strbuf_printf(&b, "\n");
     for (size_t d = 0; d < p->n_devices; d++) {
         int rc = data_partition_label_counts(p, y, d, DATA_PART_ALL, cnt);
         if (rc < 0) {
@@ -730,27 +694,27 @@ int data_partition_write_csv(const data_partition *p, const uint8_t *y,
             return af_preerr(rc, "write %s", path);
         }
         size_t nd = p->off[d + 1] - p->off[d];
-        sb_printf(&b, "%zu,%u,%zu", d, p->n_train[d], nd - p->n_train[d]);
+        af_strbuf_printf(&b, "%zu,%u,%zu", d, p->n_train[d], nd - p->n_train[d]);
         for (int c = 0; c < p->n_classes; c++)
-            sb_printf(&b, ",%u", cnt[c]);
-        sb_printf(&b, "\n");
+            af_strbuf_printf(&b, ",%u", cnt[c]);
+        af_strbuf_printf(&b, "\n");
     }
     return sb_write(&b, path, "partition.csv");
 }
 
-static void sb_json_string(sbuf *b, const char *s)
+static void sb_json_string(af_strbuf *b, const char *s)
 {
-    sb_printf(b, "\"");
+    af_strbuf_printf(b, "\"");
     for (; *s; s++) {
         unsigned char ch = (unsigned char)*s;
         if (ch == '"' || ch == '\\')
-            sb_printf(b, "\\%c", ch);
+            af_strbuf_printf(b, "\\%c", ch);
         else if (ch < 0x20)
-            sb_printf(b, "\\u%04x", ch);
+            af_strbuf_printf(b, "\\u%04x", ch);
         else
-            sb_printf(b, "%c", ch);
+            af_strbuf_printf(b, "%c", ch);
     }
-    sb_printf(b, "\"");
+    af_strbuf_printf(b, "\"");
 }
 
 int data_partition_write_balance_json(const data_partition *p, const uint8_t *y,
@@ -770,16 +734,16 @@ int data_partition_write_balance_json(const data_partition *p, const uint8_t *y,
         free(skew);
         return af_preerr(rc, "write %s", path);
     }
-    sbuf b = {0};
-    sb_printf(&b, "{\"spec\": ");
+    af_strbuf b = {0};
+    af_strbuf_printf(&b, "{\"spec\": ");
     sb_json_string(&b, p->spec_str);
-    sb_printf(&b,
+    af_strbuf_printf(&b,
               ", \"seed\": %llu, \"devices\": %zu, \"samples\": %zu, \"classes\": %d, "
               "\"heldout_frac\": %.10g,\n \"population\": [",
               (unsigned long long)p->seed, k, p->n_samples, p->n_classes, p->heldout_frac);
     for (int c = 0; c < p->n_classes; c++)
-        sb_printf(&b, "%s%llu", c ? ", " : "", (unsigned long long)pop[c]);
-    sb_printf(&b,
+        af_strbuf_printf(&b, "%s%llu", c ? ", " : "", (unsigned long long)pop[c]);
+    af_strbuf_printf(&b,
               "],\n \"size\": {\"min\": %zu, \"mean\": %.10g, \"max\": %zu},\n"
               " \"skew_metric\": \"total_variation\",\n"
               " \"skew\": {\"mean\": %.10g, \"p50\": %.10g, \"p90\": %.10g, \"max\": %.10g},\n"
@@ -787,8 +751,8 @@ int data_partition_write_balance_json(const data_partition *p, const uint8_t *y,
               bal.size_min, bal.size_mean, bal.size_max, bal.skew_mean, bal.skew_p50,
               bal.skew_p90, bal.skew_max);
     for (size_t d = 0; d < k; d++)
-        sb_printf(&b, "%s%.6g", d ? (d % 16 ? ", " : ",\n  ") : "", skew[d]);
-    sb_printf(&b, "]}\n");
+        af_strbuf_printf(&b, "%s%.6g", d ? (d % 16 ? ", " : ",\n  ") : "", skew[d]);
+    af_strbuf_printf(&b, "]}\n");
     free(skew);
     return sb_write(&b, path, "balance.json");
 }

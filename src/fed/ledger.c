@@ -20,6 +20,7 @@
 #include <time.h>
 
 #include "core/err.h"
+#include "core/strbuf.h"
 #include "core/fileio.h"
 #include "fed/accountant.h"
 
@@ -288,45 +289,8 @@ static int parse(ledger *l, char *text, size_t len)
 
 /* ---- writing ------------------------------------------------------------------------------ */
 
-typedef struct sbuf {
-    char *p;
-    size_t len, cap;
-    int oom;
-} sbuf;
-
-static void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(sbuf *b, const char *fmt, ...)
-{
-    if (b->oom)
-        return;
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int k = vsnprintf(b->p ? b->p + b->len : NULL, b->p ? b->cap - b->len : 0, fmt, ap);
-        va_end(ap);
-        if (k < 0) {
-            b->oom = 1;
-            return;
-        }
-        if (b->p && b->len + (size_t)k < b->cap) {
-            b->len += (size_t)k;
-            return;
-        }
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap <= b->len + (size_t)k)
-            cap *= 2;
-        char *q = realloc(b->p, cap);
-        if (!q) {
-            b->oom = 1;
-            return;
-        }
-        b->p = q;
-        b->cap = cap;
-    }
-}
-
 /* Appends " v" with the fewest significant digits (15..17) that read back as exactly v. */
-static void sb_double(sbuf *b, double v)
+static void sb_double(af_strbuf *b, double v)
 {
     char tmp[40];
     for (int digits = 15; digits <= 17; digits++) {
@@ -334,55 +298,55 @@ static void sb_double(sbuf *b, double v)
         if (digits == 17 || strtod(tmp, NULL) == v)
             break;
     }
-    sb_printf(b, " %s", tmp);
+    af_strbuf_printf(b, " %s", tmp);
 }
 
 /* Serialises l and writes it atomically; on success updates the remembered digest. */
 static int write_out(ledger *l)
 {
-    sbuf b = {0};
+    af_strbuf b = {0};
     cloc cl = {0};
     int rc = c_locale_begin(&cl);
     if (rc)
         return rc;
-    sb_printf(&b, "%s\norders %zu", LEDGER_MAGIC, l->n_orders);
+    af_strbuf_printf(&b, "%s\norders %zu", LEDGER_MAGIC, l->n_orders);
     for (size_t i = 0; i < l->n_orders; i++)
         sb_double(&b, l->orders[i]);
-    sb_printf(&b, "\n");
+    af_strbuf_printf(&b, "\n");
     for (size_t j = 0; j < l->n; j++) {
         const lentry *e = &l->e[j];
-        sb_printf(&b, "project %s epsilon", e->id);
+        af_strbuf_printf(&b, "project %s epsilon", e->id);
         sb_double(&b, eps_of(l, e->rdp, e->delta));
-        sb_printf(&b, " delta");
+        af_strbuf_printf(&b, " delta");
         sb_double(&b, e->delta);
-        sb_printf(&b, " updated %" PRId64 " steps %" PRId64 " rdp", e->updated, e->steps);
+        af_strbuf_printf(&b, " updated %" PRId64 " steps %" PRId64 " rdp", e->updated, e->steps);
         for (size_t i = 0; i < l->n_orders; i++)
             sb_double(&b, e->rdp[i]);
-        sb_printf(&b, "\n");
+        af_strbuf_printf(&b, "\n");
     }
     c_locale_end(&cl);
     if (b.oom) {
-        free(b.p);
+        free(b.buf);
         return af_seterr(AF_ENOMEM, "ledger: out of memory");
     }
     uint8_t sum[SUM_BYTES];
     char hex[2 * SUM_BYTES + 1];
-    digest(b.p, b.len, sum);
+    digest(b.buf, b.len, sum);
     sodium_bin2hex(hex, sizeof hex, sum, SUM_BYTES);
-    sb_printf(&b, "end %zu %s\n", l->n, hex);
+    af_strbuf_printf(&b, "end %zu %s\n", l->n, hex);
     if (b.oom) {
-        free(b.p);
+        free(b.buf);
         return af_seterr(AF_ENOMEM, "ledger: out of memory");
     }
-    const void *bufs[1] = {b.p};
+    const void *bufs[1] = {b.buf};
     rc = af_write_file_atomic(l->path, bufs, &b.len, 1);
     if (!rc) {
-        digest(b.p, b.len, l->seen);
+        digest(b.buf, b.len, l->seen);
         l->on_disk = 1;
     } else {
         af_preerr(rc, "ledger %s", l->path);
     }
-    free(b.p);
+    free(b.buf);
     return rc;
 }
 
