@@ -2,6 +2,7 @@
  * aggregate exactly, evaluate centrally and on the devices' held-out splits. */
 #include "sim/sim.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -167,6 +168,17 @@ int sim_create(const sim_cfg *cfg, const nn_model *model, const data_dataset *tr
         goto fail;
     if ((rc = fed_agg_create(s->strat, &s->agg)))
         goto fail;
+#ifdef AF_HAVE_MPI
+    if (s->size > 1) { /* a partial sum travels in one MPI message, counted in an int */
+        size_t bytes;
+        fed_agg_data(s->agg, &bytes);
+        if (bytes > (size_t)INT_MAX) {
+            rc = af_seterr(AF_ERANGE, "sim: a partial sum of %zu bytes is too large for one MPI "
+                           "message (models up to about 89M parameters)", bytes);
+            goto fail;
+        }
+    }
+#endif
     s->threads = cfg->threads;
     if (s->threads > 1 && !(s->pool = af_pool_create(s->threads))) {
         rc = af_seterr(AF_ENOMEM, "sim: cannot start %d threads", s->threads);
