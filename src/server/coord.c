@@ -34,6 +34,9 @@
 #include "core/rng.h"
 #include "fed/accountant.h"
 #include "fed/dp.h"
+#include "fed/popstats.h"
+#include "fed/secagg.h"
+#include "fed/secwire.h"
 #include "fed/strategy.h"
 #include "nn/checkpoint.h"
 #include "nn/safetensors.h"
@@ -170,6 +173,44 @@ static void devset_clear(devset *d)
 
 /* ---- state ------------------------------------------------------------------------------------ */
 
+/* Secure aggregation of an open attempt (plan.secagg; docs/api.md "Secure aggregation"). The
+ * devices of the attempt are numbered 1..n in selection order; each phase closes at its
+ * deadline or once every device it waits for has answered. */
+enum { SA_ADVERTISE, SA_SHARE, SA_MASKED, SA_UNMASK, SA_FINISHED };
+static const char *const sa_phase_name[] = {"advertise", "share_keys", "masked_input", "unmask",
+                                            "finished"};
+/* The phases' deadlines as fractions of round_deadline_s after the attempt opened. */
+static const double sa_phase_end[4] = {0.15, 0.3, 0.85, 1.0};
+
+typedef struct sa_state {
+    secagg_server *srv;
+    secagg_cfg cfg;
+    secwire_layout L;
+    int phase;
+    double ends[4];
+    int64_t *dev;             /* [n + 1]: number in the round → device id (0: not handed out) */
+    uint8_t *sent;            /* [n + 1]: bit k = the device's phase-k message was accepted */
+    uint32_t got[4];          /* messages accepted per phase */
+    uint32_t u1, u2, u3;      /* sizes of the phases' sets once closed */
+    char *keys_b64;           /* U1's key records, once phase 0 closed */
+    uint32_t *u3_ids;         /* U3, once phase 2 closed */
+    size_t n3;
+    uint32_t *sum;            /* the unmasked sum, len words */
+} sa_state;
+
+static void sa_free(sa_state *s)
+{
+    if (!s)
+        return;
+    secagg_server_free(s->srv);
+    free(s->dev);
+    free(s->sent);
+    free(s->keys_b64);
+    free(s->u3_ids);
+    af_free(s->sum);
+    free(s);
+}
+
 typedef struct proj {
     int64_t id, owner_id;
     char name[128];
@@ -211,6 +252,13 @@ typedef struct proj {
     fed_agg *dp_agg;          /* the noised average, handed to the strategy */
     acct acct;                /* RDP of the committed rounds (rebuilt from their dp_q at load) */
     double eps;               /* ε at plan.dp_delta of the committed rounds */
+    double clip;              /* S of the open (or next) round: plan.dp_clip, moved by adaptive
+                                 clipping and kept in each committed round's row */
+    double z_delta;           /* the updates' noise multiplier: z, or z_Δ with adaptive clipping */
+    double unclipped;         /* Σ of the open attempt's reports' clipping bits */
+    double b_bar;             /* the noised unclipped fraction at commit (NaN: none) */
+    sa_state *sa;             /* secure aggregation of the open attempt, or NULL */
+    char *result;             /* label_stats: the committed release (JSON) */
 } proj;
 
 struct srv_coord {
@@ -255,6 +303,8 @@ static void proj_free(proj *p)
     store_log_close(p->log);
     srv_blob_release(p->task);
     free(p->sel);
+    sa_free(p->sa);
+    free(p->result);
     pthread_mutex_destroy(&p->fold_mu);
     free(p);
 }
@@ -297,6 +347,10 @@ static void reset_attempt_stats(proj *p)
     p->n_sel = 0;
     srv_blob_release(p->task);
     p->task = NULL;
+    p->unclipped = 0;
+    p->b_bar = NAN;
+    sa_free(p->sa);
+    p->sa = NULL;
 }
 
 /* The open attempt's log, opened (created) at its first record. */
@@ -347,6 +401,8 @@ static int dp_replay_round(void *user, const store_round *rd)
     proj *p = user;
     if (strcmp(rd->state, "committed") != 0 || !(rd->dp_q > 0))
         return 0;
+    if (rd->dp_clip > 0) /* adaptive clipping: the clip this round chose for the next */
+        p->clip = rd->dp_clip;
     return acct_step(&p->acct, rd->dp_q, p->plan.dp_noise, 1);
 }
 
@@ -383,6 +439,43 @@ static int dp_budget_spent(srv_coord *c, const proj *p)
     return e > p->plan.dp_target_epsilon;
 }
 
+/* A generator seeded by the OS (randombytes): DP noise must not be reproducible. */
+static void os_rng(af_rng *rng)
+{
+    uint64_t seed[2];
+    randombytes_buf(seed, sizeof seed);
+    af_rng_seed(rng, seed[0], seed[1]);
+    sodium_memzero(seed, sizeof seed);
+}
+
+/* Adaptive clipping, central (no secure aggregation): the noised unclipped fraction of the
+ * open attempt's reports, into p->b_bar. */
+static int dp_central_fraction(proj *p)
+{
+    dp_adaptive_clip ac;
+    int rc = dp_adaptive_clip_init(&ac, p->clip, p->plan.dp_adaptive_quantile,
+                                   p->plan.dp_adaptive_lr, p->plan.dp_adaptive_count_noise);
+    af_rng rng;
+    os_rng(&rng);
+    if (!rc)
+        rc = dp_adaptive_clip_fraction(&ac, p->unclipped, p->round.reports,
+                                       (double)p->plan.devices_per_round, &rng, &p->b_bar);
+    sodium_memzero(&rng, sizeof rng);
+    return rc;
+}
+
+/* The clip after this round: S·exp(−η(b̄ − γ)) with adaptive clipping, else S. */
+static double dp_next_clip(const proj *p)
+{
+    dp_adaptive_clip ac;
+    if (!(p->plan.dp_adaptive_quantile > 0) || !isfinite(p->b_bar) ||
+        dp_adaptive_clip_init(&ac, p->clip, p->plan.dp_adaptive_quantile, p->plan.dp_adaptive_lr,
+                              0) ||
+        dp_adaptive_clip_update(&ac, p->b_bar))
+        return p->clip;
+    return ac.clip;
+}
+
 /* Turns the round's accumulated clipped deltas (weights 1) into the noised average in
  * p->dp_agg: (Σ clip(Δ_k) + N(0, (z·S)² I)) / devices_per_round, as sim/privacy.c does. The
  * noise comes from a generator seeded by the OS (randombytes), never by the plan's seed: a
@@ -401,13 +494,10 @@ static int dp_noised_average(proj *p)
         return rc;
     for (size_t i = 0; i < n; i++) /* Σ clip(Δ_k) = mean · count (weights are 1) */
         sum[i] = (float)(sum[i] * (double)count);
-    uint64_t seed[2];
-    randombytes_buf(seed, sizeof seed);
     af_rng rng;
-    af_rng_seed(&rng, seed[0], seed[1]);
-    sodium_memzero(seed, sizeof seed);
-    rc = dp_fedavg_noise_average(sum, n, p->plan.dp_clip, p->plan.dp_noise,
-                                 (double)p->plan.devices_per_round, &rng);
+    os_rng(&rng);
+    rc = dp_fedavg_noise_average(sum, n, p->clip, p->z_delta, (double)p->plan.devices_per_round,
+                                 &rng);
     sodium_memzero(&rng, sizeof rng);
     if (!rc)
         rc = fed_agg_add(p->dp_agg, sum, 1.0, NULL);
@@ -441,6 +531,13 @@ static int proj_build(srv_coord *c, const store_project *sp, proj **out)
     if ((rc = srv_plan_parse(pj, p->model, &p->plan)))
         goto fail;
     p->dp = p->plan.dp_clip > 0;
+    p->clip = p->plan.dp_clip;
+    p->z_delta = p->plan.dp_noise;
+    p->b_bar = NAN;
+    if (p->dp && p->plan.dp_adaptive_quantile > 0 && p->plan.dp_noise > 0 &&
+        (rc = dp_adaptive_noise_multiplier(p->plan.dp_noise, p->plan.dp_adaptive_count_noise,
+                                           &p->z_delta)))
+        goto fail;
     if (!(p->plan_text = strdup(sp->plan))) {
         rc = af_seterr(AF_ENOMEM, "out of memory");
         goto fail;
@@ -518,6 +615,8 @@ static int count_report(proj *p, const srv_update *u, int64_t device)
             p->confusion[i] += u->confusion[i];
         p->has_confusion = 1;
     }
+    if (u->unclipped > 0)
+        p->unclipped += 1;
     p->round.reports++;
     return devset_put(&p->devs, device, DEV_REPORTED);
 }
@@ -560,6 +659,8 @@ static void closing_stats(const proj *p, store_round *r, double now)
     r->confusion = NULL;
     r->dp_q = NAN;
     r->epsilon = NAN;
+    r->dp_clip = NAN;
+    r->result = NULL;
     r->closed_at = now;
     r->train_loss = p->loss_w > 0 ? p->loss_sum / p->loss_w : NAN;
     r->eval_samples = p->eval_samples;
@@ -586,7 +687,11 @@ static int commit_round(srv_coord *c, proj *p, double now)
     if (state)
         memcpy(p->state_backup, state, p->n_state * sizeof(float));
     memcpy(p->w_next, p->model->params, n * sizeof(float));
-    int rc = p->dp ? dp_noised_average(p) : 0;
+    /* with secure aggregation the devices noised their shares and p->dp_agg already holds
+     * the average (sa_commit) */
+    int rc = p->dp && !p->sa ? dp_noised_average(p) : 0;
+    if (!rc && p->dp && !p->sa && p->plan.dp_adaptive_quantile > 0)
+        rc = dp_central_fraction(p);
     if (!rc)
         rc = fed_strategy_apply(p->strat, p->dp ? p->dp_agg : p->agg, p->w_next);
     srv_blob *ck = NULL;
@@ -597,6 +702,7 @@ static int commit_round(srv_coord *c, proj *p, double now)
     closing_stats(p, &r, now);
     acct after = p->acct;
     if (!rc && p->dp) { /* one Poisson-subsampled Gaussian step per committed round */
+        r.dp_clip = dp_next_clip(p);
         r.dp_q = dp_rate(c, p);
         rc = acct_step(&after, r.dp_q, p->plan.dp_noise, 1);
         if (!rc)
@@ -636,6 +742,7 @@ static int commit_round(srv_coord *c, proj *p, double now)
     if (p->dp) {
         p->acct = after;
         p->eps = r.epsilon;
+        p->clip = r.dp_clip;
     }
     af_log(AF_LOG_INFO, "round_commit", "project=%lld round=%d attempt=%d reports=%d version=%lld "
                                         "train_loss=%.6g eval_accuracy=%.6g",
@@ -671,10 +778,17 @@ static int abandon_round(srv_coord *c, proj *p, double now)
     return 0;
 }
 
+static void sa_advance(srv_coord *c, proj *p, double now);
+
 /* Closes p's open attempt if its deadline passed (once no report is in flight: the last one
- * to land closes it, or the next tick). */
+ * to land closes it, or the next tick). A secure-aggregation attempt moves through its
+ * phases instead. */
 static void close_if_due(srv_coord *c, proj *p, double now)
 {
+    if (p->sa) {
+        sa_advance(c, p, now);
+        return;
+    }
     if (!p->open || now < p->round.deadline_at || p->inflight || p->streaming)
         return;
     if (p->round.reports >= p->plan.min_reports)
@@ -703,10 +817,10 @@ static srv_upload_rules upload_rules(const srv_coord *c, const proj *p)
 {
     /* DP: devices clip to S, so anything over S (plus float slack) did not clip */
     double lim = p->plan.max_update_norm;
-    if (p->dp && p->plan.dp_clip * (1 + 1e-5) < lim)
-        lim = p->plan.dp_clip * (1 + 1e-5);
-    srv_upload_rules u = {p->model, lim,
-                          fed_strategy_kind_of(p->strat) == FED_FEDNOVA, c->max_body, 0};
+    if (p->dp && p->clip * (1 + 1e-5) < lim)
+        lim = p->clip * (1 + 1e-5);
+    srv_upload_rules u = {p->model, lim, fed_strategy_kind_of(p->strat) == FED_FEDNOVA,
+                          c->max_body, 0, p->dp && p->plan.dp_adaptive_quantile > 0};
     return u;
 }
 
@@ -746,8 +860,8 @@ static int reload_record(void *user, const store_log_record *rec)
 {
     reload_ctx *x = user;
     proj *p = x->p;
-    if (rec->type == STORE_LOG_REPORT)
-        return reload_report(x, rec->device, rec->data, rec->len);
+    if (rec->type == STORE_LOG_REPORT) /* secure aggregation logs masked vectors: not updates */
+        return p->plan.secagg ? 0 : reload_report(x, rec->device, rec->data, rec->len);
     if (devset_get(&p->devs, rec->device) != DEV_NONE)
         return 0;
     int rc = sel_reserve(p);
@@ -777,6 +891,12 @@ static int load_open_round(srv_coord *c, proj *p)
     reload_ctx x = {c, p};
     if (!(rc = attempt_log(c, p)))
         rc = store_log_each(p->log, reload_record, &x);
+    if (!rc && p->plan.secagg) {
+        /* its devices' secrets lived only in their memory and ours: start the round again */
+        af_log(AF_LOG_INFO, "secagg_abandon", "project=%lld round=%d attempt=%d phase=restart",
+               (long long)p->id, p->round.number, p->round.attempt);
+        rc = abandon_round(c, p, store_now());
+    }
     return rc;
 }
 
@@ -1223,6 +1343,8 @@ static cJSON *round_json(const store_round *rd, int live)
         NUM_OR_NULL("closed_at", rd->closed_at);
         if (isfinite(rd->epsilon))
             cJSON_AddNumberToObject(o, "epsilon", rd->epsilon);
+        if (isfinite(rd->dp_clip))
+            cJSON_AddNumberToObject(o, "dp_clip_next", rd->dp_clip);
 #undef NUM_OR_NULL
     }
     return o;
@@ -1231,6 +1353,7 @@ static cJSON *round_json(const store_round *rd, int live)
 typedef struct status_ctx {
     cJSON *rounds;
     char *confusion;     /* of the latest committed round that has one */
+    char *result;        /* of the latest committed round that has one (label_stats) */
 } status_ctx;
 
 static int status_round(void *user, const store_round *rd)
@@ -1247,6 +1370,10 @@ static int status_round(void *user, const store_round *rd)
         free(x->confusion);
         x->confusion = strdup(rd->confusion);
     }
+    if (strcmp(rd->state, "committed") == 0 && rd->result) {
+        free(x->result);
+        x->result = strdup(rd->result);
+    }
     return 0;
 }
 
@@ -1255,7 +1382,7 @@ void srv_coord_project_get(srv_coord *c, const srv_principal *who, int64_t id, s
     pthread_mutex_lock(&c->mu);
     proj *p = owned(c, who, id, r);
     cJSON *j = NULL;
-    status_ctx x = {NULL, NULL};
+    status_ctx x = {NULL, NULL, NULL};
     if (!p)
         goto done;
     j = cJSON_CreateObject();
@@ -1276,9 +1403,24 @@ void srv_coord_project_get(srv_coord *c, const srv_principal *who, int64_t id, s
         cJSON_AddNumberToObject(j, "epsilon", p->eps);
     else
         cJSON_AddNullToObject(j, "epsilon");
+    if (p->dp)
+        cJSON_AddNumberToObject(j, "dp_clip", p->clip);
     if (p->open) {
         store_round live = p->round;
-        cJSON_AddItemToObject(j, "round", round_json(&live, 1));
+        cJSON *rj = round_json(&live, 1);
+        if (rj && p->sa) {
+            const sa_state *s = p->sa;
+            cJSON_AddStringToObject(rj, "phase", sa_phase_name[s->phase]);
+            cJSON *sj = cJSON_AddObjectToObject(rj, "secagg");
+            if (sj) {
+                cJSON_AddNumberToObject(sj, "u1", s->phase > SA_ADVERTISE ? s->u1 : s->got[0]);
+                cJSON_AddNumberToObject(sj, "u2", s->phase > SA_SHARE ? s->u2 : s->got[1]);
+                cJSON_AddNumberToObject(sj, "u3", s->phase > SA_MASKED ? s->u3 : s->got[2]);
+                cJSON_AddNumberToObject(sj, "unmasked", s->got[3]);
+                cJSON_AddNumberToObject(sj, "t", s->cfg.t);
+            }
+        }
+        cJSON_AddItemToObject(j, "round", rj);
     } else {
         cJSON_AddNullToObject(j, "round");
     }
@@ -1293,11 +1435,19 @@ void srv_coord_project_get(srv_coord *c, const srv_principal *who, int64_t id, s
         cJSON_AddItemToObject(j, "population_confusion", conf);
     else
         cJSON_AddNullToObject(j, "population_confusion");
+    if (p->plan.label_stats) {
+        cJSON *res = x.result ? cJSON_Parse(x.result) : NULL;
+        if (res)
+            cJSON_AddItemToObject(j, "label_stats", res);
+        else
+            cJSON_AddNullToObject(j, "label_stats");
+    }
     reply_json(r, 200, j);
     j = NULL;
 done:
     pthread_mutex_unlock(&c->mu);
     free(x.confusion);
+    free(x.result);
     cJSON_Delete(j);
 }
 
@@ -1503,6 +1653,596 @@ done:
     pthread_mutex_unlock(&c->mu);
 }
 
+/* ---- secure aggregation (plan.secagg) ----------------------------------------------------------- */
+
+/* round_id bound into every signature and ciphertext of an attempt: unique per attempt. */
+static uint64_t sa_round_id(const proj *p)
+{
+    return ((uint64_t)p->id << 40) + ((uint64_t)p->round.number << 16) + (uint64_t)p->round.attempt;
+}
+
+static secwire_params sa_params(const proj *p)
+{
+    secwire_params w = {0};
+    w.kind = p->plan.label_stats ? SECWIRE_LABELS : SECWIRE_TRAIN;
+    w.n = (uint32_t)srv_plan_quota(&p->plan);
+    w.t = (uint32_t)p->plan.secagg_threshold;
+    w.range = p->plan.secagg_range;
+    w.max_samples = (uint32_t)p->plan.secagg_max_samples;
+    if (p->dp) {
+        w.clip = p->clip;
+        w.noise = p->z_delta;
+        w.adaptive = p->plan.dp_adaptive_quantile > 0;
+        w.count_noise = w.adaptive ? p->plan.dp_adaptive_count_noise : 0;
+    }
+    w.stats_bound = p->plan.stats_bound;
+    w.stats_noise = p->plan.stats_noise;
+    return w;
+}
+
+/* The secure-aggregation state of a freshly opened attempt. */
+static int sa_open(proj *p)
+{
+    sa_state *s = calloc(1, sizeof *s);
+    if (!s)
+        return af_seterr(AF_ENOMEM, "out of memory for secure aggregation");
+    secwire_params w = sa_params(p);
+    int rc = secwire_layout_init(&s->L, &w, p->model->n_params, p->model->n_classes);
+    s->cfg = (secagg_cfg){sa_round_id(p), w.n, w.t, s->L.len};
+    if (!rc)
+        rc = secagg_server_create(&s->cfg, &s->srv);
+    if (!rc && (!(s->dev = calloc(w.n + 1, sizeof *s->dev)) || !(s->sent = calloc(w.n + 1, 1)) ||
+                !(s->sum = af_alloc(s->L.len * sizeof *s->sum))))
+        rc = af_seterr(AF_ENOMEM, "out of memory for secure aggregation");
+    if (rc) {
+        sa_free(s);
+        return af_preerr(rc, "project %lld", (long long)p->id);
+    }
+    for (int i = 0; i < 4; i++)
+        s->ends[i] = p->round.opened_at + sa_phase_end[i] * p->plan.round_deadline_s;
+    p->sa = s;
+    return 0;
+}
+
+/* The device's number in the attempt (1..n), or 0. */
+static uint32_t sa_sid(const sa_state *s, int64_t device)
+{
+    for (uint32_t i = 1; i <= s->cfg.n; i++)
+        if (s->dev[i] == device)
+            return i;
+    return 0;
+}
+
+/* The "secagg" object of a device's task. */
+static cJSON *sa_task_json(const proj *p, uint32_t sid)
+{
+    const sa_state *s = p->sa;
+    const secwire_params *w = &s->L.p;
+    char rid[32], url[128];
+    snprintf(rid, sizeof rid, "%llu", (unsigned long long)s->cfg.round_id);
+    snprintf(url, sizeof url, "/v1/projects/%lld/rounds/%d/secagg", (long long)p->id,
+             p->round.number);
+    cJSON *o = cJSON_CreateObject(), *d;
+    if (!o || !cJSON_AddNumberToObject(o, "id", sid) || !cJSON_AddNumberToObject(o, "n", w->n) ||
+        !cJSON_AddNumberToObject(o, "t", w->t) || !cJSON_AddStringToObject(o, "round_id", rid) ||
+        !cJSON_AddNumberToObject(o, "len", (double)s->L.len) ||
+        !cJSON_AddStringToObject(o, "url", url) ||
+        !cJSON_AddStringToObject(o, "kind", w->kind == SECWIRE_LABELS ? "label_stats" : "train") ||
+        !cJSON_AddNumberToObject(o, "range", w->range) ||
+        !cJSON_AddNumberToObject(o, "max_samples", w->max_samples) ||
+        !cJSON_AddNumberToObject(o, "clip", w->clip) ||
+        !cJSON_AddNumberToObject(o, "noise", w->noise) ||
+        !cJSON_AddBoolToObject(o, "adaptive", w->adaptive) ||
+        !cJSON_AddNumberToObject(o, "count_noise", w->count_noise) ||
+        !cJSON_AddNumberToObject(o, "stats_bound", w->stats_bound) ||
+        !cJSON_AddNumberToObject(o, "stats_noise", w->stats_noise) ||
+        !(d = cJSON_AddObjectToObject(o, "deadlines"))) {
+        cJSON_Delete(o);
+        return NULL;
+    }
+    for (int i = 0; i < 4; i++)
+        if (!cJSON_AddNumberToObject(d, sa_phase_name[i], s->ends[i])) {
+            cJSON_Delete(o);
+            return NULL;
+        }
+    return o;
+}
+
+static int commit_label_stats(srv_coord *c, proj *p, double now);
+static int sa_commit(srv_coord *c, proj *p, double now);
+
+/* Closes the phases that are due (their deadline passed, or everyone they wait for has
+ * answered), under c->mu: fewer than t left at any step abandons the attempt (the secagg
+ * server then refuses to compute anything); after the last phase the attempt commits. */
+static void sa_advance(srv_coord *c, proj *p, double now)
+{
+    for (;;) {
+        sa_state *s = p->sa;
+        if (!p->open || !s)
+            return;
+        int ph = s->phase, rc = 0;
+        int due = ph < SA_FINISHED && now >= s->ends[ph];
+        switch (ph) {
+        case SA_ADVERTISE: {
+            if (!due && !(p->round.selected >= srv_plan_quota(&p->plan) &&
+                          s->got[0] >= (uint32_t)p->round.selected))
+                return;
+            const secagg_advertise *list;
+            size_t nl;
+            rc = secagg_server_end_advertise(s->srv, &list, &nl);
+            if (!rc) {
+                uint8_t *buf = malloc(nl * SECWIRE_KEY_REC + 1);
+                for (size_t i = 0; buf && i < nl; i++)
+                    secwire_put_key(buf + i * SECWIRE_KEY_REC, &list[i]);
+                s->keys_b64 = buf ? secwire_b64(buf, nl * SECWIRE_KEY_REC) : NULL;
+                free(buf);
+                s->u1 = (uint32_t)nl;
+                if (!s->keys_b64)
+                    rc = af_seterr(AF_ENOMEM, "out of memory for the key list");
+            }
+            break;
+        }
+        case SA_SHARE:
+            if (!due && s->got[1] < s->u1)
+                return;
+            rc = secagg_server_end_share_keys(s->srv);
+            secagg_server_counts(s->srv, NULL, &s->u2, NULL, NULL);
+            break;
+        case SA_MASKED: {
+            if (!due && s->got[2] < s->u2)
+                return;
+            const uint32_t *u3;
+            size_t n3;
+            rc = secagg_server_end_masked_input(s->srv, &u3, &n3);
+            if (!rc) {
+                if (!(s->u3_ids = malloc((n3 ? n3 : 1) * sizeof *u3)))
+                    rc = af_seterr(AF_ENOMEM, "out of memory for the survivors");
+                else
+                    memcpy(s->u3_ids, u3, n3 * sizeof *u3);
+                s->n3 = n3;
+                s->u3 = (uint32_t)n3;
+            }
+            break;
+        }
+        case SA_UNMASK:
+            if (!due && s->got[3] < s->u3)
+                return;
+            rc = secagg_server_finish(s->srv, s->sum);
+            break;
+        default: /* finished: the unmasked sum waits for a commit that failed in the store */
+            sa_commit(c, p, now);
+            return;
+        }
+        if (rc) {
+            af_log(AF_LOG_INFO, "secagg_abandon", "project=%lld round=%d attempt=%d phase=%s "
+                                                  "reason=\"%s\"",
+                   (long long)p->id, p->round.number, p->round.attempt, sa_phase_name[ph],
+                   af_errmsg());
+            abandon_round(c, p, now);
+            return;
+        }
+        af_log(AF_LOG_INFO, "secagg_phase", "project=%lld round=%d attempt=%d closed=%s "
+                                            "accepted=%u",
+               (long long)p->id, p->round.number, p->round.attempt, sa_phase_name[ph],
+               s->got[ph < 4 ? ph : 3]);
+        s->phase++;
+    }
+}
+
+/* The attempt's unmasked sum becomes the round's update (or its label statistics). */
+static int sa_commit(srv_coord *c, proj *p, double now)
+{
+    sa_state *s = p->sa;
+    secwire_sums sums;
+    if (p->plan.label_stats)
+        return commit_label_stats(c, p, now);
+    size_t n = p->model->n_params;
+    int64_t *conf = p->confusion && s->L.confusion ? p->confusion : NULL;
+    secwire_decode(&s->L, s->sum, p->delta, NULL, conf, &sums);
+    int rc = 0;
+    if (p->dp) {
+        /* the devices' noise shares are in the sum: divide by the fixed expected count */
+        const double m = (double)p->plan.devices_per_round;
+        for (size_t i = 0; i < n; i++)
+            p->delta[i] = (float)(p->delta[i] / m);
+        fed_agg_reset(p->dp_agg);
+        rc = fed_agg_add(p->dp_agg, p->delta, 1.0, NULL);
+        if (s->L.p.adaptive) { /* Σ(b − ½) + noise → the unclipped fraction, clamped */
+            double b = sums.weight / m + 0.5;
+            p->b_bar = b < 0 ? 0 : b > 1 ? 1 : b;
+        }
+    } else {
+        if (!(sums.weight > 0))
+            rc = af_seterr(AF_EINVAL, "the unmasked weights sum to %g", sums.weight);
+        for (size_t i = 0; !rc && i < n; i++) /* Σ w·Δ / Σ w: FedAvg's weighted mean */
+            p->delta[i] = (float)(p->delta[i] / sums.weight);
+        fed_agg_reset(p->agg);
+        if (!rc)
+            rc = fed_agg_add(p->agg, p->delta, sums.weight, NULL);
+    }
+    if (rc) {
+        af_log(AF_LOG_ERROR, "secagg_commit_failed", "project=%lld round=%d error=\"%s\"",
+               (long long)p->id, p->round.number, af_errmsg());
+        abandon_round(c, p, now);
+        return rc;
+    }
+    /* the round's statistics are the tail's sums: means over devices, not samples */
+    p->round.reports = (int)sums.count;
+    p->loss_sum = sums.loss_sum;
+    p->loss_w = sums.has_loss;
+    p->eval_samples = (int64_t)sums.eval_samples;
+    p->eval_correct = (int64_t)sums.eval_correct;
+    p->eval_loss_sum = sums.has_eval > 0 ? sums.eval_loss_sum / sums.has_eval * sums.eval_samples : 0;
+    p->has_confusion = conf && sums.eval_samples > 0;
+    s->phase = SA_FINISHED;
+    return commit_round(c, p, now);
+}
+
+/* A label_stats project's one round: the noisy population histogram becomes its result,
+ * stored with the round; the model is unchanged (version + 1 holds the same weights). */
+static int commit_label_stats(srv_coord *c, proj *p, double now)
+{
+    sa_state *s = p->sa;
+    const int C = p->model->n_classes;
+    double acc[POPSTATS_MAX_CLASSES] = {0};
+    secwire_sums sums;
+    secwire_decode(&s->L, s->sum, NULL, acc, NULL, &sums);
+    popstats_result res;
+    const double var = sums.count * s->L.sigma_dev * s->L.sigma_dev;
+    int rc = popstats_release(acc, C, var, p->plan.stats_noise, p->plan.stats_bound,
+                              p->plan.dp_delta, &res);
+    cJSON *j = rc ? NULL : cJSON_CreateObject();
+    cJSON *cnt = j ? cJSON_AddArrayToObject(j, "count") : NULL;
+    cJSON *sh = j ? cJSON_AddArrayToObject(j, "share") : NULL;
+    cJSON *sd = j ? cJSON_AddArrayToObject(j, "share_std") : NULL;
+    for (int k = 0; sd && k < C; k++) {
+        cJSON_AddItemToArray(cnt, cJSON_CreateNumber(res.count[k]));
+        cJSON_AddItemToArray(sh, isfinite(res.share[k]) ? cJSON_CreateNumber(res.share[k])
+                                                        : cJSON_CreateNull());
+        cJSON_AddItemToArray(sd, isfinite(res.share_std[k]) ? cJSON_CreateNumber(res.share_std[k])
+                                                            : cJSON_CreateNull());
+    }
+    if (sd) {
+        cJSON_AddNumberToObject(j, "devices", sums.count);
+        cJSON_AddNumberToObject(j, "count_std", res.count_std);
+        cJSON_AddNumberToObject(j, "total", res.total);
+        cJSON_AddNumberToObject(j, "total_std", res.total_std);
+        if (isfinite(res.tv_uniform)) {
+            cJSON_AddNumberToObject(j, "tv_uniform", res.tv_uniform);
+            cJSON_AddNumberToObject(j, "tv_noise", res.tv_noise);
+        }
+        if (isfinite(res.epsilon))
+            cJSON_AddNumberToObject(j, "epsilon", res.epsilon);
+        else
+            cJSON_AddNullToObject(j, "epsilon");
+        cJSON_AddNumberToObject(j, "delta", res.delta);
+        cJSON_AddNumberToObject(j, "z", res.z);
+        cJSON_AddNumberToObject(j, "bound", res.bound);
+    }
+    char *txt = sd ? cJSON_PrintUnformatted(j) : NULL;
+    cJSON_Delete(j);
+    if (!rc && !txt)
+        rc = af_seterr(AF_ENOMEM, "out of memory for the label statistics");
+    srv_blob *ck = NULL;
+    store_round r;
+    int64_t v = p->version + 1;
+    p->round.reports = (int)sums.count;
+    closing_stats(p, &r, now);
+    r.result = txt;
+    if (!rc)
+        rc = serialize_ckpt(p, v, r.number, &ck);
+    if (!rc)
+        rc = store_round_commit(c->st, &r, v, ck->data, ck->len, NULL, 0, 1, p->sel, p->n_sel);
+    if (rc) {
+        free(txt);
+        srv_blob_release(ck);
+        af_log(AF_LOG_ERROR, "round_commit_failed", "project=%lld round=%d error=\"%s\"",
+               (long long)p->id, r.number, af_errmsg());
+        s->phase = SA_FINISHED; /* the next tick retries */
+        return rc;
+    }
+    free(p->result);
+    p->result = txt;
+    srv_blob_release(p->ckpt);
+    p->ckpt = ck;
+    p->version = v;
+    af_log(AF_LOG_INFO, "label_stats_release", "project=%lld devices=%g total=%g epsilon=%g",
+           (long long)p->id, sums.count, res.total, res.epsilon);
+    close_attempt(c, p);
+    if (c->metrics)
+        atomic_fetch_add(&c->metrics->rounds[SRV_ROUND_COMMITTED], 1);
+    p->done = 1;
+    af_log(AF_LOG_INFO, "project_done", "project=%lld rounds=1 kind=label_stats", (long long)p->id);
+    return 0;
+}
+
+/* The checks every protocol request makes (under c->mu): 0 and the device's number, else
+ * the refusal in r. */
+static int sa_request(srv_coord *c, const srv_principal *who, proj *p, int64_t id, int round,
+                      uint32_t *sid, srv_reply *r)
+{
+    if (!p)
+        return srv_reply_error(r, 404, "not_found", "project %lld not found", (long long)id);
+    if (!p->plan.secagg)
+        return srv_reply_error(r, 409, "wrong_phase", "project %lld does not use secure "
+                                                      "aggregation", (long long)id);
+    sa_advance(c, p, store_now());
+    if (!p->open || p->round.number != round || !p->sa) {
+        int last = 0;
+        char state[16];
+        if (round >= 1 && store_round_last_attempt(c->st, id, round, &last, state))
+            return srv_reply_error(r, 500, "internal", "%s", af_errmsg());
+        if (last == 0)
+            return srv_reply_error(r, 404, "not_found", "project %lld has no round %d",
+                                   (long long)id, round);
+        return srv_reply_error(r, 409, "late", "round %d of project %lld is closed (%s)", round,
+                               (long long)id, state);
+    }
+    if (!(*sid = sa_sid(p->sa, who->id)))
+        return srv_reply_error(r, 403, "forbidden", "device %lld was not selected for round %d "
+                                                    "attempt %d", (long long)who->id, round,
+                               p->round.attempt);
+    return 0;
+}
+
+/* Maps a secagg refusal to its answer; the device is simply left out of the next set. */
+static void sa_refused(proj *p, uint32_t sid, int rc, const char *phase, srv_reply *r)
+{
+    af_log(AF_LOG_INFO, "secagg_refused", "project=%lld round=%d device_number=%u phase=%s "
+                                          "error=\"%s\"",
+           (long long)p->id, p->round.number, sid, phase, af_errmsg());
+    if (rc == AF_EAUTH)
+        srv_reply_error(r, 403, "bad_signature", "%s", af_errmsg());
+    else if (rc == AF_ESTATE)
+        srv_reply_error(r, 409, "wrong_phase", "%s", af_errmsg());
+    else if (rc == AF_ENOMEM)
+        srv_reply_error(r, 500, "internal", "%s", af_errmsg());
+    else
+        srv_reply_error(r, 400, "bad_message", "%s", af_errmsg());
+}
+
+/* 202 {"wait": true, "phase", "retry_after"}: the phase the request needs has not closed. */
+static void sa_wait(const proj *p, double now, srv_reply *r)
+{
+    double left = p->sa->ends[p->sa->phase < 4 ? p->sa->phase : 3] - now;
+    double after = left < 0.05 ? 0.05 : left < 0.5 ? left : 0.5;
+    cJSON *j = cJSON_CreateObject();
+    if (j && (!cJSON_AddTrueToObject(j, "wait") ||
+              !cJSON_AddStringToObject(j, "phase", sa_phase_name[p->sa->phase]) ||
+              !cJSON_AddNumberToObject(j, "retry_after", after))) {
+        cJSON_Delete(j);
+        j = NULL;
+    }
+    reply_json(r, 202, j);
+}
+
+static void reply_accepted(srv_reply *r)
+{
+    cJSON *j = cJSON_CreateObject();
+    if (j && !cJSON_AddTrueToObject(j, "accepted")) {
+        cJSON_Delete(j);
+        j = NULL;
+    }
+    reply_json(r, 200, j);
+}
+
+void srv_coord_secagg_get(srv_coord *c, const srv_principal *who, int64_t id, int round,
+                          const char *step, srv_reply *r)
+{
+    uint32_t sid = 0;
+    pthread_mutex_lock(&c->mu);
+    proj *p = find_proj(c, id);
+    if (sa_request(c, who, p, id, round, &sid, r))
+        goto out;
+    sa_state *s = p->sa;
+    double now = store_now();
+    int need = strcmp(step, "keys") == 0 ? SA_SHARE : strcmp(step, "shares") == 0 ? SA_MASKED
+                                                                                     : SA_UNMASK;
+    if (s->phase < need) {
+        sa_wait(p, now, r);
+        goto out;
+    }
+    cJSON *j = cJSON_CreateObject();
+    if (!j)
+        goto oom;
+    if (need == SA_SHARE) {
+        if (!cJSON_AddStringToObject(j, "keys", s->keys_b64))
+            goto oom_j;
+    } else if (need == SA_MASKED) {
+        const secagg_enc_share *in;
+        size_t nin;
+        int rc = secagg_server_shares_for(s->srv, sid, &in, &nin);
+        if (rc) {
+            cJSON_Delete(j);
+            sa_refused(p, sid, rc, "share_keys", r);
+            goto out;
+        }
+        uint8_t *buf = malloc(nin * SECWIRE_SHARE_REC + 1);
+        for (size_t i = 0; buf && i < nin; i++)
+            secwire_put_share(buf + i * SECWIRE_SHARE_REC, &in[i]);
+        char *b64 = buf ? secwire_b64(buf, nin * SECWIRE_SHARE_REC) : NULL;
+        free(buf);
+        int ok = b64 && cJSON_AddStringToObject(j, "shares", b64);
+        free(b64);
+        if (!ok)
+            goto oom_j;
+    } else {
+        cJSON *a = cJSON_AddArrayToObject(j, "survivors");
+        for (size_t i = 0; a && i < s->n3; i++)
+            if (!cJSON_AddItemToArray(a, cJSON_CreateNumber(s->u3_ids[i])))
+                a = NULL;
+        if (!a)
+            goto oom_j;
+    }
+    reply_json(r, 200, j);
+    goto out;
+oom_j:
+    cJSON_Delete(j);
+oom:
+    srv_reply_error(r, 500, "internal", "out of memory");
+out:
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* Decodes a base64 string field of a protocol message: 0, or 400 naming it. */
+static int b64_field(const cJSON *body, const char *key, void *out, size_t n, srv_reply *r)
+{
+    const cJSON *j = cJSON_GetObjectItemCaseSensitive(body, key);
+    if (!cJSON_IsString(j) || secwire_unb64_fixed(j->valuestring, key, out, n))
+        return srv_reply_error(r, 400, "bad_message", "%s: expected base64 of %zu bytes", key, n);
+    return 0;
+}
+
+void srv_coord_secagg_post(srv_coord *c, const srv_principal *who, int64_t id, int round,
+                           const char *step, const cJSON *body, srv_reply *r)
+{
+    uint32_t sid = 0;
+    uint8_t *recs = NULL;
+    void *arr = NULL;
+    size_t nrec = 0;
+    pthread_mutex_lock(&c->mu);
+    proj *p = find_proj(c, id);
+    if (sa_request(c, who, p, id, round, &sid, r))
+        goto out;
+    sa_state *s = p->sa;
+    int ph = strcmp(step, "advertise") == 0 ? SA_ADVERTISE
+             : strcmp(step, "shares") == 0  ? SA_SHARE
+                                            : SA_UNMASK;
+    static const char *const keys[3][4] = {{"c_pk", "s_pk", "sig", NULL},
+                                           {"b_commit", "sig", "shares", NULL},
+                                           {"sig", "reveals", NULL, NULL}};
+    if (only_fields(body, keys[ph == SA_ADVERTISE ? 0 : ph == SA_SHARE ? 1 : 2], r))
+        goto out;
+    if (s->sent[sid] & (1u << ph)) {
+        srv_reply_error(r, 409, "duplicate", "device number %u already sent its %s message",
+                        sid, sa_phase_name[ph]);
+        goto out;
+    }
+    if (s->phase != ph) {
+        srv_reply_error(r, 409, "wrong_phase", "round %d attempt %d is in phase %s, not %s",
+                        round, p->round.attempt, sa_phase_name[s->phase], sa_phase_name[ph]);
+        goto out;
+    }
+    int rc;
+    if (ph == SA_ADVERTISE) {
+        secagg_advertise a = {.round_id = s->cfg.round_id, .id = sid};
+        if (b64_field(body, "c_pk", a.c_pk, sizeof a.c_pk, r) ||
+            b64_field(body, "s_pk", a.s_pk, sizeof a.s_pk, r) ||
+            b64_field(body, "sig", a.sig, sizeof a.sig, r))
+            goto out;
+        rc = secagg_server_add_advertise(s->srv, &a);
+    } else {
+        const char *what = ph == SA_SHARE ? "shares" : "reveals";
+        size_t rec = ph == SA_SHARE ? SECWIRE_SHARE_REC : SECWIRE_REVEAL_REC, len;
+        const cJSON *j = cJSON_GetObjectItemCaseSensitive(body, what);
+        if (!cJSON_IsString(j) ||
+            secwire_unb64(j->valuestring, what, rec, 0, &recs, &len)) {
+            srv_reply_error(r, 400, "bad_message", "%s: expected base64 of %zu-byte records",
+                            what, rec);
+            goto out;
+        }
+        nrec = len / rec;
+        if (nrec > s->cfg.n) {
+            srv_reply_error(r, 400, "bad_message", "%s: %zu records for a round of %u devices",
+                            what, nrec, s->cfg.n);
+            goto out;
+        }
+        if (!(arr = calloc(nrec ? nrec : 1, ph == SA_SHARE ? sizeof(secagg_enc_share)
+                                                           : sizeof(secagg_reveal)))) {
+            srv_reply_error(r, 500, "internal", "out of memory");
+            goto out;
+        }
+        if (ph == SA_SHARE) {
+            secagg_share_keys m = {.round_id = s->cfg.round_id, .id = sid,
+                                   .n_shares = (uint32_t)nrec, .shares = arr};
+            for (size_t i = 0; i < nrec; i++)
+                secwire_get_share(recs + i * rec, (secagg_enc_share *)arr + i);
+            if (b64_field(body, "b_commit", m.b_commit, sizeof m.b_commit, r) ||
+                b64_field(body, "sig", m.sig, sizeof m.sig, r))
+                goto out;
+            rc = secagg_server_add_share_keys(s->srv, &m);
+        } else {
+            secagg_unmask m = {.round_id = s->cfg.round_id, .id = sid,
+                               .n_reveals = (uint32_t)nrec, .reveals = arr};
+            for (size_t i = 0; i < nrec; i++)
+                secwire_get_reveal(recs + i * rec, (secagg_reveal *)arr + i);
+            if (b64_field(body, "sig", m.sig, sizeof m.sig, r))
+                goto out;
+            rc = secagg_server_add_unmask(s->srv, &m);
+        }
+    }
+    if (rc) {
+        sa_refused(p, sid, rc, sa_phase_name[ph], r);
+        goto out;
+    }
+    s->sent[sid] |= (uint8_t)(1u << ph);
+    s->got[ph]++;
+    reply_accepted(r);
+    sa_advance(c, p, store_now());
+out:
+    pthread_mutex_unlock(&c->mu);
+    free(recs);
+    free(arr);
+}
+
+void srv_coord_secagg_masked(srv_coord *c, const srv_principal *who, int64_t id, int round,
+                             const void *data, size_t len, srv_reply *r)
+{
+    uint32_t sid = 0;
+    uint32_t *y = NULL;
+    pthread_mutex_lock(&c->mu);
+    proj *p = find_proj(c, id);
+    if (sa_request(c, who, p, id, round, &sid, r))
+        goto out;
+    sa_state *s = p->sa;
+    if (s->sent[sid] & (1u << SA_MASKED)) {
+        srv_reply_error(r, 409, "duplicate", "device number %u already sent its masked input", sid);
+        goto out;
+    }
+    if (s->phase != SA_MASKED) {
+        srv_reply_error(r, 409, "wrong_phase", "round %d attempt %d is in phase %s, not "
+                                               "masked_input",
+                        round, p->round.attempt, sa_phase_name[s->phase]);
+        goto out;
+    }
+    if (len != s->L.len * 4 + SECAGG_SIG_BYTES) {
+        srv_reply_error(r, 400, "bad_message", "masked input: %zu bytes, expected %zu (%zu words "
+                                               "and a %d-byte signature)",
+                        len, s->L.len * 4 + SECAGG_SIG_BYTES, s->L.len, SECAGG_SIG_BYTES);
+        goto out;
+    }
+    if (!(y = malloc(s->L.len * sizeof *y))) {
+        srv_reply_error(r, 500, "internal", "out of memory");
+        goto out;
+    }
+    const uint8_t *b = data;
+    for (size_t i = 0; i < s->L.len; i++, b += 4)
+        y[i] = (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
+    secagg_masked_input m = {.round_id = s->cfg.round_id, .id = sid, .len = s->L.len, .y = y};
+    memcpy(m.sig, b, SECAGG_SIG_BYTES);
+    int rc = secagg_server_add_masked_input(s->srv, &m);
+    if (rc) {
+        sa_refused(p, sid, rc, "masked_input", r);
+        goto out;
+    }
+    /* the attempt's log keeps what the coordinator received: the masked vector, as sent */
+    struct iovec iov = {(void *)data, len};
+    if (attempt_log(c, p) || store_log_report(p->log, who->id, store_now(), &iov, 1, -1, 0))
+        af_log(AF_LOG_ERROR, "secagg_log_failed", "project=%lld device=%lld error=\"%s\"",
+               (long long)id, (long long)who->id, af_errmsg());
+    s->sent[sid] |= 1u << SA_MASKED;
+    s->got[SA_MASKED]++;
+    devset_put(&p->devs, who->id, DEV_REPORTED);
+    af_log(AF_LOG_INFO, "masked_input_accepted", "project=%lld round=%d attempt=%d device=%lld "
+                                                 "number=%u",
+           (long long)id, round, p->round.attempt, (long long)who->id, sid);
+    reply_accepted(r);
+    sa_advance(c, p, store_now());
+out:
+    pthread_mutex_unlock(&c->mu);
+    free(y);
+}
+
 /* ---- the round: check-in ------------------------------------------------------------------------ */
 
 static double jitter(srv_coord *c, double base)
@@ -1528,7 +2268,8 @@ static cJSON *task_json(const proj *p)
         !cJSON_AddRawToObject(t, "spec", p->model->spec_json) ||
         !cJSON_AddRawToObject(t, "plan", p->plan_text) ||
         !cJSON_AddNumberToObject(t, "deadline_at", p->round.deadline_at) ||
-        !cJSON_AddStringToObject(t, "report", rep)) {
+        !cJSON_AddStringToObject(t, "report", rep) ||
+        (p->dp && !cJSON_AddNumberToObject(t, "dp_clip", p->clip))) {
         cJSON_Delete(j);
         return NULL;
     }
@@ -1553,6 +2294,13 @@ static int open_attempt(srv_coord *c, proj *p, double now)
     p->round = r;
     p->open = 1;
     p->started = 1;
+    if (p->plan.secagg && (rc = sa_open(p))) {
+        /* the attempt row exists: close it at once so that the next check-in retries */
+        af_log(AF_LOG_ERROR, "secagg_open_failed", "project=%lld error=\"%s\"", (long long)p->id,
+               af_errmsg());
+        abandon_round(c, p, now);
+        return rc;
+    }
     atomic_fetch_add(&c->metrics->rounds[SRV_ROUND_OPENED], 1);
     atomic_fetch_add(&c->metrics->rounds_open, 1);
     af_log(AF_LOG_INFO, "round_open", "project=%lld round=%d attempt=%d version=%lld deadline_s=%g",
@@ -1612,9 +2360,23 @@ static int closing(const proj *p, double now)
 
 void srv_coord_checkin(srv_coord *c, const srv_principal *who, const cJSON *body, srv_reply *r)
 {
-    static const char *const keys[] = {"dataset", "conditions", "caps", "device", NULL};
+    static const char *const keys[] = {"dataset", "conditions", "caps", "device", "identity",
+                                       NULL};
     if (only_fields(body, keys, r))
         return;
+    /* the Ed25519 key the device signs secure-aggregation messages with */
+    uint8_t ident[SECAGG_SIGN_PK_BYTES];
+    int has_ident = 0;
+    const cJSON *idj = cJSON_GetObjectItemCaseSensitive(body, "identity");
+    if (idj) {
+        if (!cJSON_IsString(idj) ||
+            secwire_unb64_fixed(idj->valuestring, "identity", ident, sizeof ident)) {
+            srv_reply_error(r, 400, "bad_field", "identity: expected the base64 of a %d-byte "
+                                                 "Ed25519 public key", SECAGG_SIGN_PK_BYTES);
+            return;
+        }
+        has_ident = 1;
+    }
     srv_schema sch;
     const cJSON *ds = cJSON_GetObjectItemCaseSensitive(body, "dataset");
     const cJSON *cond = cJSON_GetObjectItemCaseSensitive(body, "conditions");
@@ -1667,8 +2429,12 @@ void srv_coord_checkin(srv_coord *c, const srv_principal *who, const cJSON *body
         if (!p->done)
             close_if_due(c, p, now);
         if (!p->done && !p->open && dp_budget_spent(c, p)) {
-            /* the budget would not cover even the first round (later rounds stop at commit);
-             * in memory only: a restart recomputes the same answer */
+            /* the budget would not cover even the first round (later rounds stop at commit):
+             * saved, so the status API and a restart agree */
+            if (store_project_set_done(c->st, p->id)) {
+                reply_internal(r, "mark project done");
+                goto out;
+            }
             p->done = 1;
             af_log(AF_LOG_INFO, "project_done", "project=%lld reason=privacy_budget epsilon=%g",
                    (long long)p->id, p->eps);
@@ -1678,7 +2444,7 @@ void srv_coord_checkin(srv_coord *c, const srv_principal *who, const cJSON *body
             continue;
         }
         running++;
-        if (!ready || !within_caps(p, &k))
+        if (!ready || !within_caps(p, &k) || (p->plan.secagg && !has_ident))
             continue;
         fits++;
         if (p->open) {
@@ -1688,10 +2454,15 @@ void srv_coord_checkin(srv_coord *c, const srv_principal *who, const cJSON *body
                 break;
             }
             if (st != DEV_NONE || p->round.selected >= srv_plan_quota(&p->plan) ||
-                closing(p, now))
+                (p->sa ? p->sa->phase != SA_ADVERTISE || now >= p->sa->ends[SA_ADVERTISE]
+                       : closing(p, now)))
                 continue;
         } else if (open_attempt(c, p, now)) {
             reply_internal(r, "open round");
+            goto out;
+        }
+        if (p->sa && secagg_server_register(p->sa->srv, (uint32_t)p->round.selected + 1, ident)) {
+            reply_internal(r, "register identity");
             goto out;
         }
         /* the log first: a selection that is answered survives a crash */
@@ -1703,11 +2474,26 @@ void srv_coord_checkin(srv_coord *c, const srv_principal *who, const cJSON *body
         devset_put(&p->devs, who->id, DEV_SELECTED); /* the slot exists: cannot fail */
         p->sel[p->n_sel++] = (store_selection){who->id, now};
         p->round.selected++;
+        if (p->sa)
+            p->sa->dev[p->round.selected] = who->id;
         chosen = p;
         af_log(AF_LOG_DEBUG, "device_selected", "project=%lld round=%d attempt=%d device=%lld",
                (long long)p->id, p->round.number, p->round.attempt, (long long)who->id);
     }
-    if (chosen) {
+    if (chosen && chosen->sa) {
+        /* secure aggregation: the task carries the device's number in the round */
+        cJSON *tj = task_json(chosen);
+        cJSON *sj = tj ? sa_task_json(chosen, sa_sid(chosen->sa, who->id)) : NULL;
+        cJSON *t = tj ? cJSON_GetObjectItemCaseSensitive(tj, "task") : NULL;
+        if (!sj || !cJSON_AddItemToObject(t, "secagg", sj)) {
+            cJSON_Delete(sj);
+            cJSON_Delete(tj);
+            srv_reply_error(r, 500, "internal", "out of memory");
+            goto out;
+        }
+        reply_json(r, 200, tj);
+        atomic_fetch_add(&c->metrics->checkins[SRV_CHECKIN_TRAIN], 1);
+    } else if (chosen) {
         /* every device of an attempt gets the same task: its JSON is printed once */
         if (!chosen->task) {
             cJSON *tj = task_json(chosen);
@@ -1758,6 +2544,10 @@ static int report_state(srv_coord *c, const srv_principal *who, proj *p, int64_t
 {
     if (!p)
         return srv_reply_error(r, 404, "not_found", "project %lld not found", (long long)id);
+    if (p->plan.secagg)
+        return srv_reply_error(r, 409, "wrong_phase", "project %lld uses secure aggregation: "
+                                                      "send the masked input to the task's "
+                                                      "secagg url", (long long)id);
     if (!p->open || p->round.number != round) {
         int last = 0;
         char state[16];

@@ -120,6 +120,18 @@ int srv_coord_report_begin(srv_coord *c, const srv_principal *who, int64_t id, i
 void srv_coord_report_finish(srv_coord *c, const srv_principal *who, int64_t id, int round,
                              srv_upload *up, srv_reply *r);
 
+/* Secure aggregation (docs/api.md "Secure aggregation"): the phases of a round of a project
+ * with plan.secagg, for a device selected in its open attempt. step is the last path
+ * segment: GET "keys", "shares", "survivors" (202 while the phase is open); POST
+ * "advertise", "shares", "unmask" with a JSON body; srv_coord_secagg_masked takes the masked
+ * input's raw body (len words u32 LE ‖ 64-byte signature). */
+void srv_coord_secagg_get(srv_coord *c, const srv_principal *who, int64_t id, int round,
+                          const char *step, srv_reply *r);
+void srv_coord_secagg_post(srv_coord *c, const srv_principal *who, int64_t id, int round,
+                           const char *step, const cJSON *body, srv_reply *r);
+void srv_coord_secagg_masked(srv_coord *c, const srv_principal *who, int64_t id, int round,
+                             const void *data, size_t len, srv_reply *r);
+
 /* Closes every open attempt whose deadline has passed and that has no report in flight:
  * commit if it has min_reports, else abandon (the next check-in opens a new attempt). Called
  * by the server's timer thread. */

@@ -6,6 +6,8 @@
 #include <string.h>
 
 #include "core/err.h"
+#include "fed/dp.h"
+#include "fed/secwire.h"
 #include "fed/strategy.h"
 
 /* Reads an optional number field into *v, checking [lo, hi] (integers when integral). */
@@ -45,12 +47,15 @@ int srv_plan_parse(const cJSON *plan, const nn_model *m, srv_plan *out)
         "strategy", "strategy_opts", "rounds", "devices_per_round", "min_reports",
         "over_selection", "round_deadline_s", "local_epochs", "batch", "optimizer", "lr",
         "momentum", "eval_every", "max_update_norm", "dataset", "seed", "dp_clip", "dp_noise", "dp_delta",
-        "dp_target_epsilon", "dp_population", NULL};
+        "dp_target_epsilon", "dp_population", "dp_adaptive_quantile", "dp_adaptive_lr",
+        "dp_adaptive_count_noise", "secagg", "secagg_threshold", "secagg_range",
+        "secagg_max_samples", "kind", "stats_bound", "stats_noise", NULL};
     srv_plan p = {.strategy = "fedavg", .rounds = 0, .devices_per_round = 10, .min_reports = 0,
                   .over_selection = 1.3, .round_deadline_s = 60, .local_epochs = 1, .batch = 10,
                   .optimizer = "sgd", .lr = 0.05, .momentum = 0, .eval_every = 1,
                   .max_update_norm = 1000, .dataset = "fashion-mnist", .seed = 1,
-                  .dp_delta = 1e-5};
+                  .dp_delta = 1e-5, .dp_adaptive_lr = 0.2, .secagg_range = 1,
+                  .secagg_max_samples = 10000, .stats_bound = 100, .stats_noise = 1};
     if (!cJSON_IsObject(plan))
         return af_seterr(AF_EINVAL, "plan: expected a JSON object");
     for (const cJSON *it = plan->child; it; it = it->next) {
@@ -89,10 +94,73 @@ int srv_plan_parse(const cJSON *plan, const nn_model *m, srv_plan *out)
     NUM("dp_delta", 1e-300, 0.999999, 0, p.dp_delta);
     NUM("dp_target_epsilon", 0, 1e6, 0, p.dp_target_epsilon);
     NUM("dp_population", 0, 1e12, 1, p.dp_population);
+    NUM("dp_adaptive_quantile", 0, 1, 0, p.dp_adaptive_quantile);
+    NUM("dp_adaptive_lr", 1e-6, 10, 0, p.dp_adaptive_lr);
+    p.dp_adaptive_count_noise = p.devices_per_round / 20.0;
+    NUM("dp_adaptive_count_noise", 0, 1e6, 0, p.dp_adaptive_count_noise);
+    NUM("secagg_threshold", 1, SECAGG_MAX_DEVICES, 1, p.secagg_threshold);
+    NUM("secagg_range", 1e-9, 1e9, 0, p.secagg_range);
+    NUM("secagg_max_samples", 1, SECWIRE_MAX_SAMPLES, 1, p.secagg_max_samples);
+    NUM("stats_bound", 1e-6, 1e6, 0, p.stats_bound);
+    NUM("stats_noise", 0, 1e6, 0, p.stats_noise);
 #undef NUM
+    const cJSON *sa = cJSON_GetObjectItemCaseSensitive(plan, "secagg");
+    if (sa && !cJSON_IsBool(sa))
+        return af_seterr(AF_EINVAL, "plan.secagg: expected true or false");
+    p.secagg = sa && cJSON_IsTrue(sa);
+    const cJSON *kind = cJSON_GetObjectItemCaseSensitive(plan, "kind");
+    if (kind && (!cJSON_IsString(kind) || (strcmp(kind->valuestring, "train") != 0 &&
+                                           strcmp(kind->valuestring, "label_stats") != 0)))
+        return af_seterr(AF_EINVAL, "plan.kind: expected \"train\" or \"label_stats\"");
+    p.label_stats = kind && strcmp(kind->valuestring, "label_stats") == 0;
+    if (p.label_stats) {
+        if (sa && !p.secagg)
+            return af_seterr(AF_EINVAL, "plan.secagg: label_stats always uses secure aggregation");
+        if (p.rounds != 1)
+            return af_seterr(AF_EINVAL, "plan.rounds: a label_stats project has exactly 1 round");
+        if (p.dp_clip > 0)
+            return af_seterr(AF_EINVAL, "plan.dp_clip: label_stats takes its noise from "
+                                        "stats_noise (dp_delta alone sets the reported δ)");
+        p.secagg = 1;
+        if (m->n_classes > POPSTATS_MAX_CLASSES)
+            return af_seterr(AF_EINVAL, "spec: label_stats handles at most %d classes, the model "
+                                        "has %d", POPSTATS_MAX_CLASSES, m->n_classes);
+    } else {
+        static const char *const st_keys[] = {"stats_bound", "stats_noise", NULL};
+        for (int i = 0; st_keys[i]; i++)
+            if (cJSON_GetObjectItemCaseSensitive(plan, st_keys[i]))
+                return af_seterr(AF_EINVAL, "plan.%s: only for \"kind\": \"label_stats\"",
+                                 st_keys[i]);
+    }
+    if (!p.secagg) {
+        static const char *const sa_keys[] = {"secagg_threshold", "secagg_range",
+                                              "secagg_max_samples", NULL};
+        for (int i = 0; sa_keys[i]; i++)
+            if (cJSON_GetObjectItemCaseSensitive(plan, sa_keys[i]))
+                return af_seterr(AF_EINVAL, "plan.%s: needs plan.secagg true", sa_keys[i]);
+    } else {
+        int n = srv_plan_quota(&p);
+        if (n > SECAGG_MAX_DEVICES)
+            return af_seterr(AF_EINVAL, "plan.devices_per_round: secure aggregation takes at most "
+                                        "%d devices per attempt (devices_per_round × "
+                                        "over_selection = %d)", SECAGG_MAX_DEVICES, n);
+        int t = p.secagg_threshold;
+        if (!t)
+            t = p.min_reports > n / 2 + 1 ? p.min_reports : n / 2 + 1;
+        if (!(2 * t > n && t <= n) || t < p.min_reports)
+            return af_seterr(AF_EINVAL, "plan.secagg_threshold: %d must be a majority of the %d "
+                                        "devices an attempt selects (in [%d, %d]) and at least "
+                                        "min_reports %d", t, n, n / 2 + 1, n, p.min_reports);
+        p.secagg_threshold = t;
+    }
+
     if (!(p.dp_clip > 0)) {
-        static const char *const dp_keys[] = {"dp_noise", "dp_delta", "dp_target_epsilon",
-                                              "dp_population", NULL};
+        static const char *const dp_keys[] = {"dp_noise", "dp_target_epsilon", "dp_population",
+                                              "dp_adaptive_quantile", "dp_adaptive_lr",
+                                              "dp_adaptive_count_noise", NULL};
+        if (!p.label_stats && cJSON_GetObjectItemCaseSensitive(plan, "dp_delta"))
+            return af_seterr(AF_EINVAL, "plan.dp_delta: needs plan.dp_clip > 0 (differential "
+                                        "privacy is off)");
         for (int i = 0; dp_keys[i]; i++)
             if (cJSON_GetObjectItemCaseSensitive(plan, dp_keys[i]))
                 return af_seterr(AF_EINVAL, "plan.%s: needs plan.dp_clip > 0 (differential "
@@ -100,6 +168,12 @@ int srv_plan_parse(const cJSON *plan, const nn_model *m, srv_plan *out)
     } else if (p.dp_population > 0 && p.dp_population < p.devices_per_round) {
         return af_seterr(AF_EINVAL, "plan.dp_population: %lld is below devices_per_round %d",
                          (long long)p.dp_population, p.devices_per_round);
+    } else if (p.dp_adaptive_quantile > 0 && p.dp_noise > 0) {
+        double zd;
+        if (dp_adaptive_noise_multiplier(p.dp_noise, p.dp_adaptive_count_noise, &zd))
+            return af_seterr(AF_EINVAL, "plan.dp_adaptive_count_noise: %g is too small for "
+                                        "dp_noise %g (it must exceed dp_noise/2)",
+                             p.dp_adaptive_count_noise, p.dp_noise);
     }
     if ((rc = str_field(plan, "strategy", p.strategy, sizeof p.strategy)) ||
         (rc = str_field(plan, "strategy_opts", p.strategy_opts, sizeof p.strategy_opts)) ||
@@ -115,6 +189,9 @@ int srv_plan_parse(const cJSON *plan, const nn_model *m, srv_plan *out)
         return af_seterr(AF_EINVAL, "plan.strategy: scaffold is not supported by the coordinator "
                                     "(use fedavg, fedavgm, fedprox, fedadam, fedyogi, fedadagrad "
                                     "or fednova)");
+    if (p.secagg && !p.label_stats && strcmp(p.strategy, "fednova") == 0)
+        return af_seterr(AF_EINVAL, "plan.strategy: fednova cannot be combined with secure "
+                                    "aggregation (its tau is per device)");
     fed_strategy *s = NULL;
     if ((rc = fed_strategy_create(p.strategy, p.strategy_opts, m->n_params, &s)))
         return af_preerr(AF_EINVAL, "plan.strategy/strategy_opts");
@@ -150,6 +227,21 @@ cJSON *srv_plan_to_json(const srv_plan *p)
              cJSON_AddNumberToObject(j, "dp_delta", p->dp_delta) &&
              cJSON_AddNumberToObject(j, "dp_target_epsilon", p->dp_target_epsilon) &&
              cJSON_AddNumberToObject(j, "dp_population", (double)p->dp_population);
+    if (ok && p->dp_clip > 0 && p->dp_adaptive_quantile > 0)
+        ok = cJSON_AddNumberToObject(j, "dp_adaptive_quantile", p->dp_adaptive_quantile) &&
+             cJSON_AddNumberToObject(j, "dp_adaptive_lr", p->dp_adaptive_lr) &&
+             cJSON_AddNumberToObject(j, "dp_adaptive_count_noise", p->dp_adaptive_count_noise);
+    if (ok && p->label_stats)
+        ok = cJSON_AddStringToObject(j, "kind", "label_stats") &&
+             cJSON_AddNumberToObject(j, "stats_bound", p->stats_bound) &&
+             cJSON_AddNumberToObject(j, "stats_noise", p->stats_noise) &&
+             cJSON_AddNumberToObject(j, "dp_delta", p->dp_delta);
+    if (ok && p->secagg)
+        ok = cJSON_AddTrueToObject(j, "secagg") &&
+             cJSON_AddNumberToObject(j, "secagg_threshold", p->secagg_threshold) &&
+             (p->label_stats ||
+              (cJSON_AddNumberToObject(j, "secagg_range", p->secagg_range) &&
+               cJSON_AddNumberToObject(j, "secagg_max_samples", p->secagg_max_samples)));
     if (!ok) {
         cJSON_Delete(j);
         return NULL;

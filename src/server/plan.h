@@ -39,6 +39,18 @@ typedef struct srv_plan {
     double dp_target_epsilon; /* stop before a round would take ε past it; 0 = none */
     int64_t dp_population;    /* N for q = devices_per_round / N; 0 = the enrolled devices
                                  holding the plan's dataset */
+    /* adaptive clipping (Andrew et al. 2021): γ > 0 turns it on */
+    double dp_adaptive_quantile;  /* γ: the fraction of updates that should be unclipped */
+    double dp_adaptive_lr;        /* η */
+    double dp_adaptive_count_noise; /* σ_b of the noised unclipped count */
+    /* secure aggregation (docs/api.md "Secure aggregation") */
+    int secagg;               /* 1: devices send masked vectors; the coordinator sees sums */
+    int secagg_threshold;     /* t (resolved: never 0 in a parsed plan) */
+    double secagg_range;      /* R: without DP, w·Δ is clamped to ±R·M */
+    int secagg_max_samples;   /* M: without DP, a device weighs min(num_samples, M) */
+    int label_stats;          /* kind "label_stats": one round of the label histogram */
+    double stats_bound;       /* B */
+    double stats_noise;       /* z */
 } srv_plan;
 
 /* Parses and validates a plan object for model m: unknown fields, wrong types and values out

@@ -29,13 +29,14 @@
 #include "core/timer.h"
 #include "server/auth.h"
 #include "server/coord.h"
+#include "server/dashboard.h"
 #include "server/metrics.h"
 #include "server/upload.h"
 
 typedef enum {
     RT_NONE = 0, RT_HEALTH, RT_METRICS, RT_OWNER_CREATE, RT_SECRET_CREATE, RT_ENROLL,
     RT_PROJECT_CREATE, RT_PROJECT_LIST, RT_PROJECT_GET, RT_CKPT_PUT, RT_CKPT_LIST, RT_CKPT_GET,
-    RT_CHECKIN, RT_REPORT, RT_COUNT
+    RT_CHECKIN, RT_REPORT, RT_SA_GET, RT_SA_POST, RT_SA_MASKED, RT_DASHBOARD, RT_COUNT
 } route_id;
 
 enum { BODY_NONE, BODY_JSON, BODY_BINARY };
@@ -57,6 +58,10 @@ static const struct {
     [RT_CKPT_GET] = {SRV_OWNER | SRV_DEVICE, BODY_NONE},
     [RT_CHECKIN] = {SRV_DEVICE, BODY_JSON},
     [RT_REPORT] = {SRV_DEVICE, BODY_BINARY},
+    [RT_SA_GET] = {SRV_DEVICE, BODY_NONE},
+    [RT_SA_POST] = {SRV_DEVICE, BODY_JSON},
+    [RT_SA_MASKED] = {SRV_DEVICE, BODY_BINARY},
+    [RT_DASHBOARD] = {0, BODY_NONE},
 };
 
 struct srv_server {
@@ -79,7 +84,7 @@ typedef struct req {
     route_id route;
     int64_t project;
     int round;
-    char version[32];
+    char version[32];         /* a checkpoint version, or a secure-aggregation step */
     srv_principal who;
     srv_upload *up;           /* a report's body streams into it */
     char *body;
@@ -122,7 +127,9 @@ static int route(const char *method, const char *url, req *q, srv_reply *r)
     route_id id = RT_NONE;
     int allowed = 0; /* the path exists */
 #define IS(i, s) (n > (i) && strcmp(seg[i], s) == 0)
-    if (n == 1 && IS(0, "healthz"))
+    if (n == 0 || (n == 1 && IS(0, "dashboard")))
+        allowed = 1, id = get ? RT_DASHBOARD : RT_NONE;
+    else if (n == 1 && IS(0, "healthz"))
         allowed = 1, id = get ? RT_HEALTH : RT_NONE;
     else if (n == 1 && IS(0, "metrics"))
         allowed = 1, id = get ? RT_METRICS : RT_NONE;
@@ -158,6 +165,21 @@ static int route(const char *method, const char *url, req *q, srv_reply *r)
                                            seg[4]);
                 q->round = (int)rn;
                 allowed = 1, id = post ? RT_REPORT : RT_NONE;
+            } else if (n == 7 && IS(3, "rounds") && IS(5, "secagg")) {
+                int64_t rn = parse_id(seg[4]);
+                if (!rn || rn > 1000000000)
+                    return srv_reply_error(r, 404, "not_found", "round \"%.32s\" not found",
+                                           seg[4]);
+                q->round = (int)rn;
+                snprintf(q->version, sizeof q->version, "%s", seg[6]);
+                if (IS(6, "keys") || IS(6, "survivors"))
+                    allowed = 1, id = get ? RT_SA_GET : RT_NONE;
+                else if (IS(6, "shares"))
+                    allowed = 1, id = get ? RT_SA_GET : post ? RT_SA_POST : RT_NONE;
+                else if (IS(6, "advertise") || IS(6, "unmask"))
+                    allowed = 1, id = post ? RT_SA_POST : RT_NONE;
+                else if (IS(6, "masked"))
+                    allowed = 1, id = post ? RT_SA_MASKED : RT_NONE;
             }
         }
     }
@@ -300,8 +322,10 @@ static int first_call(srv_server *s, struct MHD_Connection *conn, const char *me
                                                         "of %zu", declared, s->max_body);
     }
     if (routes[q->route].body == BODY_BINARY && !has_body)
-        return srv_reply_error(r, 400, "bad_safetensors", "empty body: expected a safetensors "
-                                                          "file");
+        return q->route == RT_SA_MASKED
+                   ? srv_reply_error(r, 400, "bad_message", "empty body: expected a masked input")
+                   : srv_reply_error(r, 400, "bad_safetensors", "empty body: expected a "
+                                                                "safetensors file");
     if (q->route == RT_REPORT) /* streamed: no body buffer */
         return srv_coord_report_begin(s->coord, &q->who, q->project, q->round,
                                       te ? 0 : (size_t)declared, &q->up, r);
@@ -375,6 +399,18 @@ static void dispatch(srv_server *s, struct MHD_Connection *conn, req *q, srv_rep
         break;
     case RT_REPORT:
         srv_coord_report_finish(s->coord, &q->who, q->project, q->round, q->up, r);
+        break;
+    case RT_SA_GET:
+        srv_coord_secagg_get(s->coord, &q->who, q->project, q->round, q->version, r);
+        break;
+    case RT_SA_POST:
+        srv_coord_secagg_post(s->coord, &q->who, q->project, q->round, q->version, body, r);
+        break;
+    case RT_SA_MASKED:
+        srv_coord_secagg_masked(s->coord, &q->who, q->project, q->round, q->body, q->len, r);
+        break;
+    case RT_DASHBOARD:
+        srv_dashboard_page(r);
         break;
     default:
         srv_reply_error(r, 500, "internal", "unrouted request");

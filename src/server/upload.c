@@ -613,14 +613,15 @@ int srv_upload_finish(srv_upload *u, srv_update *out, srv_reply *r)
     if (sqrt(norm2(u)) > u->rules.max_norm)
         return refuse(u, r, 400, "over_norm", "update: L2 norm %.6g exceeds the plan's "
                                               "max_update_norm %g", sqrt(norm2(u)), u->rules.max_norm);
-    double attempt = 0, n = 0, loss = NAN, tau = NAN, es = 0, ec = 0, el = NAN;
+    double attempt = 0, n = 0, loss = NAN, tau = NAN, es = 0, ec = 0, el = NAN, unc = -1;
     if (meta_number(u, r, "attempt", 1, 1, 1e9, 1, &attempt) ||
         meta_number(u, r, "num_samples", 1, 1e-9, 1e12, 0, &n) ||
         meta_number(u, r, "loss", 0, -1e30, 1e30, 0, &loss) ||
         meta_number(u, r, "tau", u->rules.need_tau, 1e-9, 1e12, 0, &tau) ||
         meta_number(u, r, "eval_samples", 0, 0, 1e15, 1, &es) ||
         meta_number(u, r, "eval_correct", 0, 0, es, 1, &ec) ||
-        meta_number(u, r, "eval_loss", 0, 0, 1e30, 0, &el))
+        meta_number(u, r, "eval_loss", 0, 0, 1e30, 0, &el) ||
+        meta_number(u, r, "unclipped", u->rules.need_unclipped, 0, 1, 1, &unc))
         return u->status;
     const cJSON *cj = u->meta ? cJSON_GetObjectItemCaseSensitive(u->meta, "eval_confusion") : NULL;
     if (cj) {
@@ -651,6 +652,7 @@ int srv_upload_finish(srv_upload *u, srv_update *out, srv_reply *r)
     out->eval_loss = el;
     out->eval_confusion = u->conf_text;
     out->confusion = u->conf;
+    out->unclipped = (int)unc;
     return 0;
 }
 

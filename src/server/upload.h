@@ -28,6 +28,7 @@ typedef struct srv_upload_rules {
     int need_tau;           /* fednova: __metadata__.tau is required */
     size_t max_len;         /* the body limit (413 beyond) */
     size_t body_len;        /* the declared Content-Length; 0 when unknown (chunked) */
+    int need_unclipped;     /* DP adaptive clipping: __metadata__.unclipped (0 or 1) is required */
 } srv_upload_rules;
 
 /* What the metadata says, once srv_upload_finish succeeded (strings owned by the upload). */
@@ -38,6 +39,7 @@ typedef struct srv_update {
     double eval_loss;                /* NaN when absent */
     const char *eval_confusion;      /* JSON text as sent, or NULL */
     const int64_t *confusion;        /* C×C counts, or NULL */
+    int unclipped;                   /* __metadata__.unclipped: 0 or 1, −1 when absent */
 } srv_update;
 
 typedef struct srv_upload srv_upload;

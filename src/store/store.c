@@ -235,8 +235,16 @@ static int migrate_2_to_3(store *st)
                     "ALTER TABLE rounds ADD COLUMN epsilon REAL;");
 }
 
+/* 3 → 4: a committed round keeps the DP clip norm the next round uses (adaptive clipping)
+ * and a result (the label histogram of a population-statistics project) as JSON. */
+static int migrate_3_to_4(store *st)
+{
+    return exec(st, "ALTER TABLE rounds ADD COLUMN dp_clip REAL;"
+                    "ALTER TABLE rounds ADD COLUMN result TEXT;");
+}
+
 static int (*const migrations[STORE_SCHEMA_VERSION])(store *) = {migrate_0_to_1, migrate_1_to_2,
-                                                                  migrate_2_to_3};
+                                                                  migrate_2_to_3, migrate_3_to_4};
 
 static int prune_logs(store *st);
 
@@ -588,6 +596,20 @@ static int read_project(sqlite3_stmt *s, store_project *p)
     return 0;
 }
 
+int store_project_set_done(store *st, int64_t id)
+{
+    sqlite3_stmt *s;
+    if (sqlite3_prepare_v2(st->db, "UPDATE projects SET status = 'done' WHERE id = ?", -1, &s,
+                           NULL) != SQLITE_OK)
+        return db_err(st, "prepare project status");
+    sqlite3_bind_int64(s, 1, id);
+    int rc = step_done(st, s, "mark project done");
+    sqlite3_finalize(s);
+    if (!rc && sqlite3_changes(st->db) != 1)
+        rc = af_seterr(AF_ENOTFOUND, "project %lld not found", (long long)id);
+    return rc;
+}
+
 int store_project_get(store *st, int64_t id, store_project *out)
 {
     memset(out, 0, sizeof *out);
@@ -742,11 +764,13 @@ void store_round_clear(store_round *r)
         return;
     free(r->confusion);
     r->confusion = NULL;
+    free(r->result);
+    r->result = NULL;
 }
 
 #define ROUND_COLS "project_id, number, attempt, state, version, opened_at, deadline_at, " \
                    "closed_at, selected, reports, refused, train_loss, eval_samples, "    \
-                   "eval_correct, eval_loss, confusion, dp_q, epsilon"
+                   "eval_correct, eval_loss, confusion, dp_q, epsilon, dp_clip, result"
 
 static void read_round(sqlite3_stmt *s, store_round *r)
 {
@@ -769,6 +793,8 @@ static void read_round(sqlite3_stmt *s, store_round *r)
     r->confusion = col_strdup(s, 15);
     r->dp_q = col_double_or_nan(s, 16);
     r->epsilon = col_double_or_nan(s, 17);
+    r->dp_clip = col_double_or_nan(s, 18);
+    r->result = col_strdup(s, 19);
 }
 
 int store_round_open(store *st, const store_round *r)
@@ -864,7 +890,8 @@ static int close_round(store *st, const store_round *r, const char *state)
     sqlite3_stmt *s;
     if (sqlite3_prepare_v2(st->db, "UPDATE rounds SET state = ?, closed_at = ?, reports = ?, "
                                    "refused = ?, train_loss = ?, eval_samples = ?, eval_correct "
-                                   "= ?, eval_loss = ?, confusion = ?, dp_q = ?, epsilon = ? WHERE "
+                                   "= ?, eval_loss = ?, confusion = ?, dp_q = ?, epsilon = ?, dp_clip = ?, "
+                                   "result = ? WHERE "
                                    "project_id = ? AND number = ? AND attempt = ? AND state = "
                                    "'open'",
                            -1, &s, NULL) != SQLITE_OK)
@@ -884,9 +911,14 @@ static int close_round(store *st, const store_round *r, const char *state)
     /* 0 is what a zero-initialised row holds: no DP, stored as NULL */
     bind_double_or_null(s, 10, r->dp_q > 0 ? r->dp_q : NAN);
     bind_double_or_null(s, 11, r->dp_q > 0 ? r->epsilon : NAN);
-    sqlite3_bind_int64(s, 12, r->project);
-    sqlite3_bind_int(s, 13, r->number);
-    sqlite3_bind_int(s, 14, r->attempt);
+    bind_double_or_null(s, 12, r->dp_clip > 0 ? r->dp_clip : NAN);
+    if (r->result)
+        sqlite3_bind_text(s, 13, r->result, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(s, 13);
+    sqlite3_bind_int64(s, 14, r->project);
+    sqlite3_bind_int(s, 15, r->number);
+    sqlite3_bind_int(s, 16, r->attempt);
     int rc = step_done(st, s, "close round");
     sqlite3_finalize(s);
     if (!rc && sqlite3_changes(st->db) != 1)

@@ -23,7 +23,7 @@
 #include <sys/uio.h>
 
 /* The schema version this build writes (PRAGMA user_version). */
-#define STORE_SCHEMA_VERSION 3
+#define STORE_SCHEMA_VERSION 4
 /* SHA-256 digests of keys and tokens. */
 #define STORE_HASH_BYTES 32
 
@@ -93,6 +93,8 @@ int store_project_get(store *st, int64_t id, store_project *out);
 int store_project_each(store *st, int64_t owner_id,
                        int (*fn)(void *user, const store_project *p), void *user);
 
+/* Marks a project "done" (its privacy budget cannot pay for another round). */
+int store_project_set_done(store *st, int64_t id);
 /* Replaces the checkpoint of version 0 — only while the project has no round: AF_ESTATE
  * once a round has opened. */
 int store_checkpoint_replace_initial(store *st, int64_t project, const void *ckpt, size_t len);
@@ -124,6 +126,8 @@ typedef struct store_round {
     char *confusion;         /* population confusion matrix as JSON, owned; may be NULL */
     double dp_q;             /* DP rounds: the sampling rate the accountant charged (NaN: no DP) */
     double epsilon;          /* DP rounds: ε spent after this round (NaN: no DP) */
+    double dp_clip;          /* DP rounds: the clip norm the next round uses (NaN/0: none) */
+    char *result;            /* a round's result as JSON (label statistics), owned; may be NULL */
 } store_round;
 
 void store_round_clear(store_round *r);

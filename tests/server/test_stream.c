@@ -118,7 +118,7 @@ TEST(stream_fold_in_any_pieces_is_fed_agg_add)
             sink_ctx sc = {0};
             CHECK(fed_agg_create(s_got, &sc.a) == 0);
             CHECK(fed_agg_add(sc.a, d0, 3.0, NULL) == 0);
-            srv_upload_rules rules = {m, 1e9, 0, 1 << 20, len};
+            srv_upload_rules rules = {m, 1e9, 0, 1 << 20, len, 0};
             srv_upload_sink sink = {t_fold, t_release, &sc, 0};
             srv_upload *u;
             srv_reply r = {0};
@@ -184,7 +184,7 @@ TEST(stream_refused_upload_leaves_the_sums_bitwise_unchanged)
         size_t len;
         uint8_t *body = make_body(m, d, rev, k, v, 2, &len);
         CHECK(body != NULL);
-        srv_upload_rules rules = {m, 3.0, 0, 1 << 20, len};
+        srv_upload_rules rules = {m, 3.0, 0, 1 << 20, len, 0};
         CHECK(srv_upload_create(&rules, t_tmpdir(), NULL, &u) == 0);
         CHECK(srv_upload_attach(u, &sink) == 0);
         CHECK_EQ_INT(feed(u, body, len, 7, &r), 400);
@@ -200,7 +200,7 @@ TEST(stream_refused_upload_leaves_the_sums_bitwise_unchanged)
         const char *v2[] = {"1", "4", "[[1,2]]"};
         body = make_body(m, d, rev, k2, v2, 3, &len);
         CHECK(body != NULL);
-        rules = (srv_upload_rules){m, 1e9, 0, 1 << 20, len};
+        rules = (srv_upload_rules){m, 1e9, 0, 1 << 20, len, 0};
         CHECK(srv_upload_create(&rules, t_tmpdir(), NULL, &u) == 0);
         CHECK(srv_upload_attach(u, &sink) == 0);
         CHECK_EQ_INT(feed(u, body, len, 1, &r), 0);
@@ -226,7 +226,7 @@ TEST(stream_refused_upload_leaves_the_sums_bitwise_unchanged)
     const char *k3[] = {"attempt"}, *v3[] = {"1"};
     size_t len;
     uint8_t *body = make_body(m, d, 0, k3, v3, 1, &len);
-    srv_upload_rules rules = {m, 1e9, 0, 1 << 20, len};
+    srv_upload_rules rules = {m, 1e9, 0, 1 << 20, len, 0};
     CHECK(srv_upload_create(&rules, t_tmpdir(), NULL, &u) == 0);
     CHECK(srv_upload_attach(u, &sink) == 0);
     CHECK_EQ_INT(feed(u, body, len, 0, &r), 400);

@@ -62,7 +62,7 @@ TEST(upload_any_chunking_gives_the_same_update)
     size_t len;
     uint8_t *body = body_for(m, d, "12.5", &len);
     CHECK(body != NULL);
-    srv_upload_rules rules = {m, 1e9, 0, 1 << 20, len};
+    srv_upload_rules rules = {m, 1e9, 0, 1 << 20, len, 0};
     size_t steps[] = {1, 3, 7, 4096, 0};
     for (int s = 0; steps[s] || s == 4; s++) {
         memset(got, 0, n * sizeof *got);
@@ -110,7 +110,7 @@ TEST(upload_refuses_at_the_offending_byte)
     float *d = calloc(n, sizeof *d);
     d[n - 1] = NAN; /* the very last value */
     uint8_t *body = body_for(m, d, "1", &len);
-    srv_upload_rules rules = {m, 1e9, 0, 1 << 20, len};
+    srv_upload_rules rules = {m, 1e9, 0, 1 << 20, len, 0};
     srv_upload *u;
     srv_reply r = {0};
     CHECK(srv_upload_create(&rules, NULL, d, &u) == 0);
@@ -190,7 +190,7 @@ TEST(upload_places_tensors_stored_out_of_order)
     uint8_t *body;
     size_t len;
     CHECK(st_serialize(t, m->n_params_t, k, v, 2, &body, &len) == 0);
-    srv_upload_rules rules = {m, 1e9, 0, 1 << 20, len};
+    srv_upload_rules rules = {m, 1e9, 0, 1 << 20, len, 0};
     srv_upload *u;
     srv_reply r = {0};
     srv_update up;
@@ -245,7 +245,7 @@ TEST(upload_spools_large_updates_to_an_unnamed_file)
     uint8_t *body;
     CHECK(ts_update(m, d, k, v, 2, &body, &len) == 0);
     const char *dir = t_tmpdir();
-    srv_upload_rules rules = {m, 1e9, 0, 64 << 20, len};
+    srv_upload_rules rules = {m, 1e9, 0, 64 << 20, len, 0};
     srv_upload *u;
     srv_reply r = {0};
     srv_update up;
