@@ -235,7 +235,17 @@ static void print_status(const cJSON *s)
                num(rd, "number", 0), num(rd, "attempt", 0), str(rd, "state", "?"),
                num(rd, "reports", 0), num(plan, "devices_per_round", 0), num(rd, "selected", 0),
                num(rd, "refused", 0), left > 0 ? left : 0);
+        const cJSON *sa = cJSON_GetObjectItemCaseSensitive(rd, "secagg");
+        if (cJSON_IsObject(sa))
+            printf("secure aggregation: phase %s, %.0f advertised, %.0f shared keys, %.0f masked "
+                   "inputs, %.0f unmask answers (threshold %.0f)\n",
+                   str(rd, "phase", "?"), num(sa, "u1", 0), num(sa, "u2", 0), num(sa, "u3", 0),
+                   num(sa, "unmasked", 0), num(sa, "t", 0));
     }
+    const cJSON *eps = cJSON_GetObjectItemCaseSensitive(s, "epsilon");
+    if (cJSON_IsNumber(eps))
+        printf("differential privacy: epsilon %.4g at delta %g spent, clip norm now %.4g\n",
+               eps->valuedouble, num(plan, "dp_delta", 0), num(s, "dp_clip", NAN));
     printf("\n%5s %7s  %-9s %7s %7s  %10s  %9s  %9s  %8s\n", "round", "attempt", "state", "reports",
            "refused", "train_loss", "eval_acc", "eval_loss", "eval_n");
     const cJSON *x;
@@ -261,6 +271,26 @@ static void print_status(const cJSON *s)
             cJSON_ArrayForEach(v, row) printf(" %6.0f", cJSON_IsNumber(v) ? v->valuedouble : 0);
             printf("\n");
         }
+    }
+    const cJSON *ls = cJSON_GetObjectItemCaseSensitive(s, "label_stats");
+    if (cJSON_IsObject(ls)) {
+        const cJSON *e = cJSON_GetObjectItemCaseSensitive(ls, "epsilon");
+        printf("\nlabel statistics of %.0f devices (noisy counts, each device scaled to at most "
+               "%g samples; noise std %.3g per count; ",
+               num(ls, "devices", 0), num(ls, "bound", 0), num(ls, "count_std", 0));
+        cJSON_IsNumber(e) ? printf("epsilon %.3g at delta %g):\n", e->valuedouble, num(ls, "delta", 0))
+                          : printf("no noise: not differentially private):\n");
+        printf("%5s  %10s  %7s  %7s\n", "class", "count", "share", "± std");
+        const cJSON *cnt = cJSON_GetObjectItemCaseSensitive(ls, "count");
+        const cJSON *sh = cJSON_GetObjectItemCaseSensitive(ls, "share");
+        const cJSON *sd = cJSON_GetObjectItemCaseSensitive(ls, "share_std");
+        for (int c = 0; c < cJSON_GetArraySize(cnt); c++) {
+            const cJSON *a = cJSON_GetArrayItem(sh, c), *b = cJSON_GetArrayItem(sd, c);
+            printf("%5d  %10.1f  %7.4f  %7.4f\n", c, cJSON_GetArrayItem(cnt, c)->valuedouble,
+                   cJSON_IsNumber(a) ? a->valuedouble : NAN, cJSON_IsNumber(b) ? b->valuedouble : NAN);
+        }
+        printf("distance from uniform (total variation): %.4f (noise alone adds about %.4f)\n",
+               num(ls, "tv_uniform", NAN), num(ls, "tv_noise", NAN));
     }
 }
 
