@@ -54,7 +54,7 @@ CLIENT_LIB_OBJ := $(CLIENT_OBJ) $(foreach d,core tensor nn data train fed,$(pats
 BIN   := $(BUILD)/artificien
 TESTS := $(BUILD)/run_tests
 
-.PHONY: all demo test asan bench clean deps check FORCE
+.PHONY: all demo test test-browser asan bench clean deps check FORCE
 all: $(BIN) $(TESTS) $(BUILD)/libartificien-client.a $(BUILD)/bench-load
 
 $(BUILD)/%.o: %.c
@@ -113,6 +113,12 @@ asan:
 	@$(MAKE) --no-print-directory $(JOBS) BUILD=build-asan OPT=-O1 \
 	  CFLAGS="-O1 -g $(ARCH) -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" all
 	@ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 tests/run.sh build-asan
+
+# The dashboard in a real headless browser (Debian's chromium driven by Python playwright;
+# tests/browser/run.sh installs both when missing). Not part of `make test`: it needs pip.
+test-browser: deps
+	@$(MAKE) --no-print-directory $(JOBS) $(BIN)
+	@BUILD=$(BUILD) tests/browser/run.sh
 
 bench: deps
 	@$(MAKE) --no-print-directory $(JOBS) all $(BUILD)/bench-secagg

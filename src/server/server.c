@@ -236,6 +236,11 @@ static enum MHD_Result respond(srv_server *s, struct MHD_Connection *conn, req *
         return MHD_NO;
     }
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
+    if (q->route == RT_DASHBOARD) { /* the page holds an owner key: never framed or cached */
+        MHD_add_response_header(resp, "X-Frame-Options", "DENY");
+        MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
+        MHD_add_response_header(resp, "Cache-Control", "no-store");
+    }
     if (r->etag[0])
         MHD_add_response_header(resp, MHD_HTTP_HEADER_ETAG, r->etag);
     if (q->route == RT_REPORT)
