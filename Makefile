@@ -65,9 +65,13 @@ $(BUILD)/libartificien.a: $(ENGINE_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
+# One relocatable object whose only global definitions are the public artificien_* API:
+# the engine's own symbols (af_, nn_, data_, fed_ …) cannot clash with an app's.
 $(BUILD)/libartificien-client.a: $(CLIENT_LIB_OBJ)
 	@rm -f $@
-	ar rcs $@ $^
+	ld -r -o $(BUILD)/artificien-client.o $^
+	objcopy --wildcard --keep-global-symbol='artificien_*' $(BUILD)/artificien-client.o
+	ar rcs $@ $(BUILD)/artificien-client.o
 
 $(BUILD)/libartificien-server.a: $(SERVER_OBJ)
 	@rm -f $@
