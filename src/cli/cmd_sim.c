@@ -1,9 +1,12 @@
 /* cmd_sim.c — `artificien sim`: federated learning simulated over many devices.
- * Writes RUN_DIR/{rounds.csv, partition.csv, balance.json, model.safetensors, config.json}
- * (rank 0 only under MPI) and prints a progress line per round. With --population-stats it
- * first releases the devices' label histogram through secure aggregation with DP noise
- * (sim/popstats.h), prints it and writes RUN_DIR/population.json; --rounds 0 stops there. */
+ * Writes RUN_DIR/{rounds.csv, partition.csv, balance.json, model.safetensors, config.json,
+ * report.html} (rank 0 only under MPI) and prints a progress line per round. With
+ * --population-stats it first releases the devices' label histogram through secure
+ * aggregation with DP noise (sim/popstats.h), prints it and writes RUN_DIR/population.json;
+ * --rounds 0 stops there. The report is built after the last round from numbers the rounds
+ * already returned: nothing is added to the simulation loop. */
 #include <math.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +14,7 @@
 
 #include "cli/args.h"
 #include "cli/cli.h"
+#include "cli/report.h"
 #include "core/err.h"
 #include "core/fileio.h"
 #include "core/timer.h"
@@ -140,6 +144,266 @@ static int population_stats(const sim_cfg *c, const sim *s, const data_dataset *
     return 0;
 }
 
+/* The report's settings table: keys and their formatted values. */
+#define KV_MAX 48
+typedef struct kv_table {
+    int n;
+    const char *keys[KV_MAX];
+    char vals[KV_MAX][160];
+    const char *vp[KV_MAX];
+} kv_table;
+
+static void kv_add(kv_table *t, const char *key, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void kv_add(kv_table *t, const char *key, const char *fmt, ...)
+{
+    if (t->n >= KV_MAX)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(t->vals[t->n], sizeof t->vals[t->n], fmt, ap);
+    va_end(ap);
+    t->keys[t->n] = key;
+    t->vp[t->n] = t->vals[t->n];
+    t->n++;
+}
+
+#define REPORT_DEVICES 50 /* rows of the label heat map; more devices are sampled evenly */
+
+/* What the report shows besides the rounds and the partition. */
+typedef struct sim_report_info {
+    const sim_cfg *c;
+    int rounds_asked, per_round, mpi_ranks;
+    const char *opt;
+    double momentum, wd, train_delta, run_s;
+    const nn_model *model;
+    const sim_popstats *ps; /* NULL without --population-stats */
+    const sim_popstats_cfg *pc;
+    double eps_total;
+} sim_report_info;
+
+/* RUN_DIR/report.html: the settings, per-round charts (accuracy, loss, devices, ε and the
+ * clip under DP), and the label balance of the partition (the numbers of balance.json, a
+ * heat map of per-device label mixes, the population histogram). Runs once after training;
+ * the simulator computes no confusion matrix, so the report has none. 0 or AF_E*. */
+static int write_sim_report(const char *path, const sim_report_info *in, const sim_round *rounds, int n,
+                            const data_partition *p, const data_dataset *tr)
+{
+    const sim_cfg *c = in->c;
+    const int k = tr->schema.n_classes;
+    const size_t K = p->n_devices;
+    const int rows = K < REPORT_DEVICES ? (int)K : REPORT_DEVICES;
+    int rc = 0;
+    report *r = NULL;
+    double *x = calloc((size_t)n * 12, sizeof *x);
+    double *skew = calloc(K, sizeof *skew);
+    double *shares = calloc((size_t)rows * k, sizeof *shares);
+    char(*row_name)[32] = calloc((size_t)rows, sizeof *row_name);
+    char(*row_note)[48] = calloc((size_t)rows, sizeof *row_note);
+    if (!x || !skew || !shares || !row_name || !row_note) {
+        rc = af_seterr(AF_ENOMEM, "report %s: out of memory", path);
+        goto fail;
+    }
+    uint64_t pop[DATA_MAX_CLASSES];
+    data_balance bal;
+    if ((rc = data_partition_population(p, tr->y, pop)) || (rc = data_partition_balance(p, tr->y, skew, &bal)))
+        goto fail;
+
+    /* ---- settings ---- */
+    kv_table t = {0};
+    int abandoned = 0;
+    uint64_t down = 0, up = 0;
+    for (int i = 0; i < n; i++) {
+        abandoned += rounds[i].secagg_abandoned;
+        down += rounds[i].bytes_down;
+        up += rounds[i].bytes_up;
+    }
+    kv_add(&t, "model", "%s (%zu parameters)", in->model->name, in->model->n_params);
+    kv_add(&t, "dataset", "%s: %zu training samples over the devices", tr->schema.name, tr->n);
+    kv_add(&t, "strategy", "%s%s%s", c->strategy, c->strategy_opts && *c->strategy_opts ? " " : "",
+           c->strategy_opts ? c->strategy_opts : "");
+    kv_add(&t, "partition", "%s (seed %llu, %.0f%% of each device held out for federated evaluation)",
+           p->spec_str, (unsigned long long)p->seed, 100 * p->heldout_frac);
+    kv_add(&t, "devices", "%zu", K);
+    kv_add(&t, "devices per round", "%d", in->per_round);
+    if (n < in->rounds_asked)
+        kv_add(&t, "rounds", "%d of %d asked (the privacy budget stopped the run)", n, in->rounds_asked);
+    else
+        kv_add(&t, "rounds", "%d", n);
+    kv_add(&t, "local epochs", "%d", c->local_epochs);
+    kv_add(&t, "local batch", "%d", c->batch);
+    kv_add(&t, "local optimizer", "%s, lr %g, momentum %g, weight decay %g", in->opt, (double)c->opt.lr,
+           in->momentum, in->wd);
+    if (c->dropout > 0 || c->speed_sigma > 0 || c->deadline > 0)
+        kv_add(&t, "device failures", "dropout %g, speeds logNormal(0, %g) at %g samples/s, deadline %s%g%s",
+               c->dropout, c->speed_sigma, c->device_rate, c->deadline > 0 ? "" : "none (", c->deadline,
+               c->deadline > 0 ? " s" : ")");
+    if (c->eval_every > 0)
+        kv_add(&t, "evaluation", "every %d round%s and the last", c->eval_every, c->eval_every > 1 ? "s" : "");
+    else
+        kv_add(&t, "evaluation", "the last round only");
+    if (c->dp_clip > 0) {
+        if (c->dp_adaptive_quantile > 0)
+            kv_add(&t, "differential privacy", "DP-FedAvg: adaptive clip from S = %g tracking quantile %g, "
+                   "noise multiplier %g", c->dp_clip, c->dp_adaptive_quantile, c->dp_noise);
+        else
+            kv_add(&t, "differential privacy", "DP-FedAvg: clip S = %g, noise multiplier %g", c->dp_clip,
+                   c->dp_noise);
+        kv_add(&t, "epsilon spent", "%.4f at delta %g", rounds[n - 1].epsilon, in->train_delta);
+        if (c->dp_target_epsilon > 0)
+            kv_add(&t, "epsilon target", "%g", c->dp_target_epsilon);
+    }
+    if (c->secagg) {
+        char thr[32], range[64];
+        if (c->secagg_threshold > 0)
+            snprintf(thr, sizeof thr, "%d", c->secagg_threshold);
+        else
+            snprintf(thr, sizeof thr, "ceil(2/3 of %d)", in->per_round);
+        if (c->dp_clip > 0)
+            snprintf(range, sizeof range, "fixed point sized by the clip");
+        else
+            snprintf(range, sizeof range, "fixed point for |delta| <= %g", c->secagg_range > 0 ? c->secagg_range : 1);
+        kv_add(&t, "secure aggregation", "threshold t = %s, %s; %d round%s abandoned", thr, range, abandoned,
+               abandoned == 1 ? "" : "s");
+    }
+    if (in->ps) {
+        kv_add(&t, "population statistics", "noise multiplier %g, bound %g samples/device, groups of %d; "
+               "epsilon %.4f at delta %g", in->pc->z, in->pc->bound, in->pc->group, in->ps->r.epsilon,
+               in->pc->delta);
+        kv_add(&t, "epsilon, statistics + training", "%.4f at delta %g", in->eps_total, in->train_delta);
+    }
+    kv_add(&t, "seed", "%llu", (unsigned long long)c->seed);
+    kv_add(&t, "threads, MPI ranks", "%d, %d", c->threads, in->mpi_ranks);
+    kv_add(&t, "final test accuracy", "%.4f", rounds[n - 1].test_accuracy);
+    kv_add(&t, "time", "%.2f s (%.3f s per round)", in->run_s, in->run_s / n);
+    kv_add(&t, "traffic", "%.2f MB down, %.2f MB up", down / 1e6, up / 1e6);
+
+    /* ---- per-round charts ---- */
+    double *xr = x, *acc = x + n, *dm = x + 2 * n, *dp10 = x + 3 * n, *dmin = x + 4 * n, *tl = x + 5 * n,
+           *trl = x + 6 * n, *eps = x + 7 * n, *clip = x + 8 * n, *sel = x + 9 * n, *rep = x + 10 * n,
+           *drop = x + 11 * n;
+    for (int i = 0; i < n; i++) {
+        const sim_round *R = &rounds[i];
+        xr[i] = R->round;
+        acc[i] = R->test_accuracy;
+        dm[i] = R->dev_acc_mean;
+        dp10[i] = R->dev_acc_p10;
+        dmin[i] = R->dev_acc_min;
+        tl[i] = R->test_loss;
+        trl[i] = R->train_loss;
+        eps[i] = R->epsilon;
+        clip[i] = R->dp_clip;
+        sel[i] = R->selected;
+        rep[i] = R->reported;
+        drop[i] = R->dropped;
+    }
+    report_chart ch[5] = {
+        {.title = "Accuracy", .x_label = "round", .y_label = "accuracy", .n = n, .x = xr, .n_series = 4,
+         .names = {"central test set", "devices: mean", "devices: 10th percentile", "devices: min"},
+         .y = {acc, dm, dp10, dmin}},
+        {.title = "Loss", .x_label = "round", .y_label = "cross-entropy", .n = n, .x = xr, .n_series = 2,
+         .names = {"central test set", "training (devices)"}, .y = {tl, trl}},
+        {.title = "Devices per round", .x_label = "round", .y_label = "devices", .n = n, .x = xr,
+         .n_series = 3, .names = {"selected", "reported", "dropped"}, .y = {sel, rep, drop}},
+        {.title = "Privacy spent", .x_label = "round", .y_label = "epsilon", .n = n, .x = xr, .n_series = 1,
+         .names = {"epsilon"}, .y = {eps}},
+        {.title = "Clip norm", .x_label = "round", .y_label = "L2 norm S", .n = n, .x = xr, .n_series = 1,
+         .names = {"clip S"}, .y = {clip}},
+    };
+    const int n_charts = c->dp_clip > 0 ? (c->dp_adaptive_quantile > 0 ? 5 : 4) : 3;
+    for (int i = 0; i < n_charts; i++)
+        ch[i].legend_right = ch[i].x_whole = 1;
+
+    /* ---- label balance ---- */
+    const char *cls[DATA_MAX_CLASSES];
+    double popv[DATA_MAX_CLASSES], rel[DATA_MAX_CLASSES], tru[DATA_MAX_CLASSES];
+    const char *rowp[REPORT_DEVICES], *notep[REPORT_DEVICES];
+    uint32_t cnt[DATA_MAX_CLASSES];
+    uint64_t pop_n = 0;
+    for (int j = 0; j < k; j++) {
+        cls[j] = tr->schema.class_names[j];
+        popv[j] = (double)pop[j];
+        pop_n += pop[j];
+    }
+    for (int i = 0; i < rows; i++) {
+        size_t d = (size_t)i * K / (size_t)rows; /* evenly spaced ids when K > rows */
+        if ((rc = data_partition_label_counts(p, tr->y, d, DATA_PART_ALL, cnt)))
+            goto fail;
+        size_t nd = p->off[d + 1] - p->off[d];
+        for (int j = 0; j < k; j++)
+            shares[(size_t)i * k + j] = nd ? (double)cnt[j] / (double)nd : 0;
+        snprintf(row_name[i], sizeof row_name[i], "device %zu", d);
+        snprintf(row_note[i], sizeof row_note[i], "%zu samples, skew %.3f", nd, skew[d]);
+        rowp[i] = row_name[i];
+        notep[i] = row_note[i];
+    }
+    /* device skew (TV distance) in ten bins over [0, 1] */
+    double skew_hist[10] = {0};
+    static const char *const skew_bins[10] = {"0-0.1", "0.1-0.2", "0.2-0.3", "0.3-0.4", "0.4-0.5",
+                                              "0.5-0.6", "0.6-0.7", "0.7-0.8", "0.8-0.9", "0.9-1"};
+    for (size_t d = 0; d < K; d++) {
+        int b = (int)(skew[d] * 10);
+        skew_hist[b < 0 ? 0 : b > 9 ? 9 : b] += 1;
+    }
+    kv_table bt = {0};
+    kv_add(&bt, "skew metric", "total-variation distance of a device's label mix from the population's (0 = same mix, 1 = disjoint)");
+    kv_add(&bt, "skew mean, median, p90, max", "%.4f, %.4f, %.4f, %.4f", bal.skew_mean, bal.skew_p50, bal.skew_p90,
+           bal.skew_max);
+    kv_add(&bt, "device size min, mean, max", "%zu, %.1f, %zu", bal.size_min, bal.size_mean, bal.size_max);
+    kv_add(&bt, "population", "%llu samples, %d classes", (unsigned long long)pop_n, k);
+
+    if ((rc = report_open("Artificien simulation", &r)))
+        goto fail;
+    report_heading(r, "Configuration");
+    report_table_kv(r, t.keys, t.vp, t.n);
+    report_heading(r, "Rounds");
+    if (c->eval_every != 1)
+        report_text(r, "Central and federated evaluation did not run every round: the lines join the "
+                       "evaluated rounds.");
+    for (int i = 0; i < n_charts; i++)
+        report_line_chart(r, &ch[i]);
+    report_heading(r, "Label balance");
+    report_table_kv(r, bt.keys, bt.vp, bt.n);
+    report_bar_chart(r, &(report_bars){.title = "Population label histogram", .x_label = "class",
+                                       .y_label = "samples", .n = k, .names = cls, .n_series = 1,
+                                       .y = {popv}});
+    report_bar_chart(r, &(report_bars){.title = "Device skew", .x_label = "total-variation distance",
+                                       .y_label = "devices", .n = 10, .names = skew_bins, .n_series = 1,
+                                       .y = {skew_hist}});
+    char note[160];
+    if ((size_t)rows < K)
+        snprintf(note, sizeof note, "Label mix of %d of the %zu devices, sampled evenly by id (ids about %.3g "
+                 "apart); each row is a device's share of each class.", rows, K, (double)K / rows);
+    else
+        snprintf(note, sizeof note, "Label mix of all %zu devices; each row is a device's share of each class.", K);
+    report_text(r, note);
+    report_heatmap_svg(r, &(report_heatmap){.title = "Label mix per device", .rows = rows, .cols = k,
+                                            .row_names = rowp, .col_names = cls, .row_notes = notep,
+                                            .v = shares, .vmax = 1});
+    if (in->ps) {
+        /* the release compared to the truth, as shares (the counts are clipped to the bound) */
+        const popstats_result *pr = &in->ps->r;
+        for (int j = 0; j < k; j++) {
+            rel[j] = j < pr->n_classes ? pr->share[j] : NAN;
+            tru[j] = pop_n ? popv[j] / (double)pop_n : 0;
+        }
+        report_text(r, "The population statistics release (secure aggregation with DP noise) next to the true "
+                       "shares, which the owner never sees.");
+        report_bar_chart(r, &(report_bars){.title = "Population statistics: label shares", .x_label = "class",
+                                           .y_label = "share", .n = k, .names = cls, .n_series = 2,
+                                           .series = {"true", "released"}, .y = {tru, rel}});
+    }
+    rc = report_close(r, path);
+    r = NULL;
+fail:
+    report_close(r, NULL);
+    free(x);
+    free(skew);
+    free(shares);
+    free(row_name);
+    free(row_note);
+    return rc;
+}
+
 int cmd_sim(int argc, char **argv)
 {
     sim_cfg c;
@@ -244,8 +508,8 @@ int cmd_sim(int argc, char **argv)
     }
     if (!init)
         nn_model_init(m, c.seed);
-    if (data_load_fashion_mnist(data, 1, 0.2860f, 0.3530f, (size_t)limit, &tr) ||
-        data_load_fashion_mnist(data, 0, 0.2860f, 0.3530f, 0, &te)) {
+    if (data_load_fashion_mnist_u8(data, 1, 0.2860f, 0.3530f, (size_t)limit, &tr) ||
+        data_load_fashion_mnist_u8(data, 0, 0.2860f, 0.3530f, 0, &te)) {
         rc = cli_fail("sim", "%s", af_errmsg());
         goto done;
     }
@@ -283,6 +547,7 @@ int cmd_sim(int argc, char **argv)
                 c.secagg ? " secure aggregation (masked updates, dropouts unmasked)" : "");
     double t0 = af_now(), run_s = 0;
     int n_run = 0;
+    const int rounds_asked = c.rounds;
     for (int i = 1; i <= c.rounds; i++) {
         sim_round *R = &rounds[i - 1];
         double eps_next;
@@ -430,6 +695,13 @@ int cmd_sim(int argc, char **argv)
         if (!wrc)
             wrc = af_write_file_atomic(path, b, &len, 1);
         free(buf);
+        snprintf(path, sizeof path, "%s/report.html", out);
+        const sim_report_info info = {
+            .c = &c, .rounds_asked = rounds_asked, .per_round = c.per_round ? c.per_round : (int)fmax(1, lround(c.frac * c.clients)),
+            .mpi_ranks = size, .opt = opt, .momentum = momentum, .wd = wd, .train_delta = train_delta,
+            .run_s = run_s, .model = sim_model(s), .ps = popstats ? &ps : NULL, .pc = &pc, .eps_total = eps_total};
+        if (!wrc)
+            wrc = write_sim_report(path, &info, rounds, c.rounds, p, tr);
         if (wrc) {
             rc = cli_fail("sim", "%s", af_errmsg());
             goto done;

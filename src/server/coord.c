@@ -2232,6 +2232,7 @@ void srv_coord_secagg_masked(srv_coord *c, const srv_principal *who, int64_t id,
                (long long)id, (long long)who->id, af_errmsg());
     s->sent[sid] |= 1u << SA_MASKED;
     s->got[SA_MASKED]++;
+    p->round.reports++; /* masked inputs so far (the commit sets the unmasked count) */
     devset_put(&p->devs, who->id, DEV_REPORTED);
     af_log(AF_LOG_INFO, "masked_input_accepted", "project=%lld round=%d attempt=%d device=%lld "
                                                  "number=%u",

@@ -1,10 +1,11 @@
 #!/bin/sh
 # test_sim.sh — command-line tests of `artificien sim` ($AF_BIN): the run folder and its files,
-# the --json summary line, a same-seed rerun, the 2-rank MPI run against the single-process
-# one (bitwise: per-round numbers and the saved model), refusal of bad input with one line,
-# and the scale check (10,000 devices, quantity skew, in under 1 GB). Needs Fashion-MNIST,
-# python3 (to read JSON) and Open MPI's mpirun (make test installs them). Prints one line per
-# check and "N passed, N failed"; exits 1 on any failure.
+# the --json summary line, report.html (a complete, self-contained document with the charts),
+# a same-seed rerun, the 2-rank MPI run against the single-process one (bitwise: per-round
+# numbers and the saved model), refusal of bad input with one line, and the scale check
+# (10,000 devices, quantity skew, in under 1 GB). Needs Fashion-MNIST, python3 (to read JSON
+# and the report) and Open MPI's mpirun (make test installs them). Prints one line per check
+# and "N passed, N failed"; exits 1 on any failure.
 set -u
 BIN=${AF_BIN:-build/artificien}
 TMP=$(mktemp -d)
@@ -18,6 +19,52 @@ check() { # check NAME CMD...: passes when CMD succeeds
     shift
     if "$@"; then ok "$name"; else ko "$name"; fi
 }
+# report_check FILE PYTHON-EXPR: evaluates EXPR over FILE (a report.html) read with Python's
+# html.parser: text (the raw file), doc (1 if it opens with <!doctype html> and every element
+# closes in order up to </html>), svgs (the titles of its <svg> charts, in order), tags (a count
+# per tag name), kv (the settings tables: header cell -> value cell), rows (heat-map rows).
+report_check() {
+    python3 -c 'import collections, re, sys
+from html.parser import HTMLParser
+VOID = {"meta", "br", "hr", "img", "input", "link"}
+class P(HTMLParser):
+    def __init__(s):
+        super().__init__(convert_charrefs=True)
+        s.stack, s.ok, s.doctype, s.ended = [], True, False, False
+        s.tags, s.svgs, s.kv, s.cell, s.th, s.text_in_svg = collections.Counter(), [], {}, None, None, None
+    def handle_decl(s, d):
+        s.doctype = s.doctype or d.lower() == "doctype html"
+    def handle_starttag(s, t, a):
+        s.tags[t] += 1
+        if s.ended: s.ok = False
+        if t == "svg": s.text_in_svg = ""
+        if t in ("th", "td"): s.cell = ""
+        if t not in VOID: s.stack.append(t)
+    def handle_startendtag(s, t, a):
+        s.tags[t] += 1
+    def handle_endtag(s, t):
+        if not s.stack or s.stack.pop() != t: s.ok = False
+        if t == "html": s.ended = True
+        if t == "th": s.th = s.cell
+        if t == "td" and s.th is not None: s.kv[s.th] = s.cell; s.th = None
+        if t == "text" and s.text_in_svg is not None and s.text_in_svg.strip():
+            s.svgs.append(s.text_in_svg.strip()); s.text_in_svg = None
+    def handle_data(s, d):
+        if s.cell is not None: s.cell += d
+        if s.text_in_svg is not None: s.text_in_svg += d
+text = open(sys.argv[1]).read()
+p = P(); p.feed(text); p.close()
+doc = int(p.doctype and p.ok and p.ended and not p.stack and text.rstrip().endswith("</html>"))
+svgs, tags, kv = p.svgs, p.tags, p.kv
+rows = len(re.findall(r">device [0-9]+</text>", text))
+sys.exit(0 if eval(sys.argv[2]) else 1)' "$1" "$2"
+}
+# no_external FILE: nothing a browser would fetch (no src/href, url(), @import) and no http(s)
+# address but the SVG namespace name in xmlns, which is an identifier, never loaded
+no_external() {
+    [ -s "$1" ] && ! sed "s|xmlns='http://www.w3.org/2000/svg'||g" "$1" | grep -Eqi "https?://|src=|href=|url\\(|@import"
+}
+
 # json_check FILE PYTHON-EXPR: evaluates EXPR with j = FILE's JSON (the whole file, or else
 # the object on its last line, as after --json)
 json_check() {
@@ -34,7 +81,7 @@ sys.exit(0 if eval(sys.argv[2]) else 1)' "$1" "$2" 2>/dev/null
 R1="$TMP/run1"
 "$BIN" sim --limit 3000 --clients 20 --rounds 2 --seed 3 --out "$R1" --json >"$TMP/r1.out" 2>"$TMP/r1.err"
 check "sim exits 0" [ $? = 0 ]
-for f in rounds.csv partition.csv balance.json model.safetensors config.json; do
+for f in rounds.csv partition.csv balance.json model.safetensors config.json report.html; do
     check "RUN_DIR has $f" [ -s "$R1/$f" ]
 done
 header=$(head -n 1 "$R1/rounds.csv")
@@ -60,6 +107,37 @@ check "last stdout line is the JSON summary" json_check "$TMP/r1.out" \
     'len(j["rounds"]) == 2 and j["rounds"][1]["round"] == 2 and all(k in j["rounds"][0] for k in ("test_accuracy", "test_loss", "seconds")) and 0 <= j["final_accuracy"] <= 1 and j["clients"] == 20 and j["seconds_per_round"] > 0 and j["peak_rss_mb"] > 0'
 check "a progress line per round on stderr" [ "$(grep -c '^round [12]/2: ' "$TMP/r1.err")" = 2 ]
 check "safetensors header names conv1.weight" grep -q 'conv1.weight' "$R1/model.safetensors"
+
+# ---- report.html: a complete document with the charts, self-contained ----
+check "report.html is a complete HTML document (doctype, every element closed, ends with </html>)" \
+    report_check "$R1/report.html" 'doc == 1'
+check "report.html draws the round charts and the label balance as inline SVG" \
+    report_check "$R1/report.html" 'svgs == ["Accuracy", "Loss", "Devices per round", "Population label histogram", "Device skew", "Label mix per device"] and tags["svg"] == 6 and tags["polyline"] >= 9 and tags["circle"] >= 18'
+check "report.html names the strategy, partition and devices" \
+    report_check "$R1/report.html" 'kv["strategy"] == "fedavg" and kv["partition"].startswith("iid ") and kv["devices"] == "20" and kv["rounds"] == "2"'
+check "report.html has the skew numbers of balance.json" python3 -c '
+import json, re, sys
+b = json.load(open(sys.argv[1]))["skew"]
+m = re.search(r"skew mean, median, p90, max</th><td class=.k.>([^<]*)<", open(sys.argv[2]).read())
+sys.exit(0 if m and all(abs(float(v) - b[k]) < 1e-4 for v, k in zip(m.group(1).split(","), ("mean", "p50", "p90", "max"))) else 1)' \
+    "$R1/balance.json" "$R1/report.html"
+check "report.html: a heat-map row per device (20 devices)" report_check "$R1/report.html" 'rows == 20'
+check "report.html has no external reference (no http(s)://, src, href, url())" no_external "$R1/report.html"
+
+# more devices than the heat map shows: sampled evenly, and the report says so; DP and
+# secure aggregation on: their settings and the epsilon chart
+R2="$TMP/run2"
+"$BIN" sim --limit 3000 --clients 120 --rounds 2 --per-round 12 --eval-every 0 --partition shards:2 \
+    --strategy fedprox --strategy-opts mu=0.01 --dp-clip 1 --dp-noise 1 --dp-adaptive-quantile 0.5 --secagg \
+    --seed 4 --quiet --out "$R2" >/dev/null 2>"$TMP/r2.err"
+rc=$?
+check "sim with DP and secagg exits 0 and writes report.html" [ $rc = 0 -a -s "$R2/report.html" ]
+[ $rc = 0 ] || { echo "  sim stderr:"; tail -n 5 "$TMP/r2.err"; }
+check "report.html under DP: epsilon and clip charts, settings named" report_check "$R2/report.html" \
+    'doc == 1 and svgs[:5] == ["Accuracy", "Loss", "Devices per round", "Privacy spent", "Clip norm"] and kv["strategy"] == "fedprox mu=0.01" and kv["partition"].startswith("shards:2") and kv["devices per round"] == "12" and "quantile 0.5" in kv["differential privacy"] and kv["secure aggregation"].startswith("threshold") and kv["evaluation"] == "the last round only"'
+check "report.html with 120 devices: 50 heat-map rows, sampling said" report_check "$R2/report.html" \
+    'rows == 50 and "50 of the 120 devices" in text and ">device 0<" in text and ">device 117<" in text'
+check "report.html under DP has no external reference" no_external "$R2/report.html"
 
 # same command, same seed: the same model, byte for byte
 "$BIN" sim --limit 3000 --clients 20 --rounds 2 --seed 3 --out "$TMP/run1b" --json >"$TMP/r1b.out" 2>/dev/null
