@@ -1,7 +1,7 @@
 /* artificien/client.h — the device library: check in with an Artificien coordinator, train
  * the owner's model on data that never leaves the device, send back only the weight update.
  *
- * An app links libartificien-client.a (+ -lcurl -lcjson -lz -lblis -lm -pthread). The library
+ * An app links libartificien-client.a (+ -lcurl -lcjson -lsodium -lz -lblis -lm -pthread). The library
  * speaks the HTTP API of docs/api.md with libcurl and trains with Artificien's engine; it
  * never uses SQLite or server code, never prints and never exits: every fallible call returns
  * 0 or a negative ARTIFICIEN_E* code and leaves a message (artificien_errmsg).
@@ -39,6 +39,13 @@
  *
  * Or on a background thread: artificien_client_run(c, NULL) until artificien_client_stop(c)
  * (which is safe to call from a signal handler or another thread).
+ *
+ * Secure aggregation (a project whose plan has "secagg": true) needs nothing from the app:
+ * the client makes an Ed25519 identity key pair at create (kept in memory only, sent with
+ * every check-in), and artificien_client_run_once runs the whole round — advertise keys,
+ * share keys, masked input, unmask — so the coordinator only ever sees the sum of at least
+ * t devices' updates (docs/client.md "Secure aggregation"). A "label_stats" project asks for
+ * the device's label histogram instead of training (ARTIFICIEN_COUNTED).
  *
  * Threads: one client is used by one thread at a time (artificien_client_stop excepted).
  * Memory: the data arrays stay the app's and must outlive the client; nothing is copied.
@@ -127,10 +134,12 @@ typedef struct artificien_config {
     double backoff_max_s;        /* longest delay after errors (default 300) */
     double not_now_s;            /* how long to wait when good_time says no (default 60) */
     /* The device's own privacy budget (docs/privacy.md §7). With ledger_path set, a task of a
-     * DP project (plan.dp_clip > 0) is charged (q = 1, z = plan.dp_noise, 1 step) in that
-     * file before its update is sent, and refused (ARTIFICIEN_REFUSED, reason
-     * "privacy_budget", nothing trained) when the project's ε at plan.dp_delta would pass
-     * epsilon_limit. A task without DP is never charged. NULL: no ledger. */
+     * DP project (plan.dp_clip > 0, with or without secure aggregation) is charged (q = 1,
+     * z = plan.dp_noise, 1 step) in that file before its update or masked input is sent,
+     * a label_stats task one step (q = 1, z = its stats_noise) before its counts are sent;
+     * either is refused (ARTIFICIEN_REFUSED, reason "privacy_budget", nothing trained or
+     * sent) when the project's ε at plan.dp_delta would pass epsilon_limit. A task without
+     * DP is never charged. NULL: no ledger. */
     const char *ledger_path;
     double epsilon_limit;        /* per project, > 0 when ledger_path is set */
 } artificien_config;
@@ -140,9 +149,11 @@ void artificien_config_init(artificien_config *cfg);
 
 typedef struct artificien_client artificien_client;
 
-/* Creates a client: validates cfg (a message names the field), reads the token file if any.
- * Nothing is sent yet. 0 or ARTIFICIEN_EINVAL/ENOMEM/EIO; *out is the caller's
- * (artificien_client_free). On failure the message is artificien_errmsg(NULL). */
+/* Creates a client: validates cfg (a message names the field), reads the token file if any,
+ * makes the device's identity key pair for secure aggregation (memory only: a new client is
+ * a new identity). Nothing is sent yet. 0 or ARTIFICIEN_EINVAL/ENOMEM/EIO/ESTATE; *out is
+ * the caller's (artificien_client_free, which wipes the secret key). On failure the message
+ * is artificien_errmsg(NULL). */
 int artificien_client_create(const artificien_config *cfg, artificien_client **out);
 void artificien_client_free(artificien_client *c);
 
@@ -154,6 +165,7 @@ typedef enum artificien_action {
     ARTIFICIEN_REFUSED,        /* the task was beyond the caps or this device's data: not run */
     ARTIFICIEN_REJECTED,       /* the coordinator refused the update (late, duplicate, …) */
     ARTIFICIEN_ABANDONED,      /* training ran past max_seconds, or stop was requested */
+    ARTIFICIEN_COUNTED,        /* label_stats: the label counts are in the secure sum */
 } artificien_action;
 
 typedef struct artificien_result {
@@ -168,16 +180,24 @@ typedef struct artificien_result {
     size_t eval_samples;       /* federated evaluation of the received model (0 if none) */
     long eval_correct;
     double eval_loss;
-    double update_norm;        /* L2 norm of the update sent */
-    size_t bytes_down, bytes_up;
+    double update_norm;        /* L2 norm of the update (local − received) before any DP
+                                  clipping */
+    size_t bytes_down, bytes_up; /* bodies exchanged this cycle, secure aggregation included */
     int cached;                /* the checkpoint came from the cache (304 or same version) */
-    int reports;               /* the round's report count in the coordinator's ack */
+    int reports;               /* the round's report count in the coordinator's ack; with
+                                  secure aggregation the devices whose input is in the sum */
     long http_status;          /* ARTIFICIEN_REJECTED: the status (409, 400, …) */
-    char reason[64];           /* REFUSED: the cap or check ("max_params"); REJECTED: the
-                                  server's code ("late", "duplicate", …); WAIT: why, as the
-                                  coordinator says ("no_task", "round_full", "conditions",
-                                  "caps", or "project_done": every project this device could
-                                  join is done); "" from an older coordinator */
+    char reason[64];           /* REFUSED: the cap or check ("max_params", "privacy_budget",
+                                  "secagg": the task's vector layout does not match this
+                                  device's model); REJECTED: the server's code ("late",
+                                  "duplicate", "wrong_phase", "bad_signature", …), or
+                                  "secagg_deadline" (a secure-aggregation phase did not close
+                                  in time) or "secagg" (the coordinator's key or survivor
+                                  list failed this device's checks); ABANDONED: "stopped",
+                                  "max_seconds"; WAIT: why, as the coordinator says
+                                  ("no_task", "round_full", "conditions", "caps", or
+                                  "project_done": every project this device could join is
+                                  done); "" from an older coordinator */
     char message[256];         /* a readable sentence for REFUSED / REJECTED / ABANDONED */
 } artificien_result;
 
@@ -185,9 +205,16 @@ typedef struct artificien_result {
  * the caps and the data, download the checkpoint (cached by URL with If-None-Match), evaluate
  * it on the held-out data, train with the plan (epochs, batch, optimizer, lr; FedProx's
  * proximal term when the strategy is fedprox), upload the update (delta = local − received,
- * safetensors with the metadata of docs/api.md) and return what happened in *r.
+ * safetensors with the metadata of docs/api.md; with DP clipped to the task's dp_clip, and
+ * with adaptive clipping its "unclipped" bit) and return what happened in *r.
  * An update whose upload failed is kept and re-sent first by the next cycle (a re-send
  * answered "duplicate" means the first one arrived: ARTIFICIEN_TRAINED).
+ * A task with secure aggregation runs the round's phases in this call instead of the
+ * upload (it lasts until the round's unmask phase, at most the plan's round_deadline_s):
+ * ARTIFICIEN_TRAINED or ARTIFICIEN_COUNTED once the device's reveals are accepted,
+ * ARTIFICIEN_REJECTED when the coordinator drops it from the round. Nothing of such a round
+ * is kept for a re-send: a network failure loses this device's part (the round goes on
+ * without it while t devices remain).
  * Returns 0 (see r->action), or a negative code with artificien_errmsg(c): ARTIFICIEN_ENET
  * (no server, timeout, 5xx: retry later), ARTIFICIEN_EAUTH (token refused; with an
  * enrolment secret the next cycle enrols again), ARTIFICIEN_EFORMAT (a malformed answer). */
@@ -198,7 +225,8 @@ int artificien_client_run_once(artificien_client *c, artificien_result *r);
 typedef int (*artificien_on_cycle)(void *user, int rc, const artificien_result *r, double delay);
 
 typedef struct artificien_run_opts {
-    long max_tasks;            /* stop after this many accepted updates (0: no limit) */
+    long max_tasks;            /* stop after this many accepted updates or label counts
+                                  (0: no limit) */
     int max_failures;          /* stop after this many consecutive errors (0: never) */
     artificien_on_cycle on_cycle;
     void *user;

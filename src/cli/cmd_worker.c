@@ -174,6 +174,15 @@ static int on_cycle(void *user, int rc, const artificien_result *r, double delay
             fflush(stdout);
         }
         break;
+    case ARTIFICIEN_COUNTED:
+        w->tasks++;
+        w->last_task = now;
+        if (!w->quiet) {
+            printf("%s: project %d round %d: label counts of %zu samples sent through secure "
+                   "aggregation\n", w->name, r->project, r->round, r->train_samples);
+            fflush(stdout);
+        }
+        break;
     case ARTIFICIEN_REFUSED:
     case ARTIFICIEN_REJECTED:
     case ARTIFICIEN_ABANDONED:

@@ -1,9 +1,11 @@
 /* client.c — the public device library (include/artificien/client.h): enrolment and the
- * device token, check-in, the checkpoint cache, local training and evaluation through
- * task.c, the upload (kept and re-sent when the network fails), and the run loop with the
- * server's pace steering and exponential backoff.
- * Layer `client`: core, nn, data, train, fed, libcurl (http.c), cJSON. Never SQLite or
- * server code; never prints, never exits: errors are values with a message on the handle.
+ * device token, the identity key for secure aggregation, check-in, the checkpoint cache,
+ * local training and evaluation through task.c, the upload (kept and re-sent when the
+ * network fails) or a secure-aggregation round through secround.c, the privacy ledger, and
+ * the run loop with the server's pace steering and exponential backoff.
+ * Layer `client`: core, nn, data, train, fed, libcurl (http.c), cJSON, libsodium. Never
+ * SQLite or server code; never prints, never exits: errors are values with a message on the
+ * handle.
  */
 #include "artificien/client.h"
 
@@ -18,8 +20,10 @@
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
+#include <sodium.h>
 
 #include "client/http.h"
+#include "client/secround.h"
 #include "client/task.h"
 #include "core/err.h"
 #include "core/fileio.h"
@@ -28,6 +32,8 @@
 #include "core/timer.h"
 #include "fed/dp.h"
 #include "fed/ledger.h"
+#include "fed/secagg.h"
+#include "fed/secwire.h"
 #include "fed/strategy.h"
 #include "nn/checkpoint.h"
 #include "train/train.h"
@@ -66,6 +72,11 @@ struct artificien_client {
     char pend_url[512];
     int pend_tries;
     artificien_result pend_result;
+    /* the identity of secure aggregation: Ed25519, made at create, never written anywhere */
+    uint8_t id_sk[SECAGG_SIGN_SK_BYTES];
+    char identity[64];           /* base64 of the public key, sent with every check-in */
+    client_secround_phase_fn on_phase; /* test hook (secround.h) */
+    void *on_phase_user;
 };
 
 void artificien_config_init(artificien_config *cfg)
@@ -247,6 +258,11 @@ int artificien_client_create(const artificien_config *cfg, artificien_client **o
     if ((rc = client_http_create(c->server, c->cfg.timeout_s, &c->http)))
         goto fail;
     client_http_set_abort(c->http, &c->stop);
+    uint8_t pk[SECAGG_SIGN_PK_BYTES];
+    if ((rc = secagg_identity_keypair(pk, c->id_sk)))
+        goto fail;
+    sodium_bin2base64(c->identity, sizeof c->identity, pk, sizeof pk,
+                      sodium_base64_VARIANT_ORIGINAL);
     af_rng_seed(&c->jitter, cfg->seed ^ (uint64_t)getpid() ^ (uint64_t)time(NULL), 7);
     *out = c;
     return 0;
@@ -270,7 +286,14 @@ void artificien_client_free(artificien_client *c)
     free(c->secret);
     free(c->ledger_path);
     free(c->token_file);
+    sodium_memzero(c->id_sk, sizeof c->id_sk);
     free(c);
+}
+
+void client_set_phase_hook(artificien_client *c, client_secround_phase_fn fn, void *user)
+{
+    c->on_phase = fn;
+    c->on_phase_user = user;
 }
 
 /* ---- the protocol ---- */
@@ -326,7 +349,7 @@ static int checkin(artificien_client *c, artificien_result *res, cJSON **task_ro
     *task_root = NULL;
     *task = NULL;
     const artificien_caps *k = &c->cfg.caps;
-    char body[1024], speed[64] = "";
+    char body[1536], speed[64] = "";
     /* what the coordinator needs to skip tasks this device would refuse: its caps, its
      * training samples and, once measured, its speed (the time estimate of the task check) */
     if (c->flops_per_s > 0)
@@ -334,9 +357,9 @@ static int checkin(artificien_client *c, artificien_result *res, cJSON **task_ro
     snprintf(body, sizeof body,
              "{\"dataset\":%s,\"conditions\":{\"charging\":true,\"idle\":true,\"unmetered\":true},"
              "\"caps\":{\"max_params\":%zu,\"max_epochs\":%d,\"max_seconds\":%.0f,\"max_memory\":%zu},"
-             "\"device\":{\"train_samples\":%zu%s}}",
+             "\"device\":{\"train_samples\":%zu%s},\"identity\":\"%s\"}",
              c->schema_json, k->max_params, k->max_epochs, k->max_seconds, k->max_memory,
-             c->view.n_train, speed);
+             c->view.n_train, speed, c->identity);
     client_http_resp r;
     int rc = client_http_request(c->http, "POST", "/v1/checkin", c->token, "application/json",
                                  body, strlen(body), NULL, (size_t)16 << 20, &r);
@@ -498,6 +521,19 @@ static void ledger_id(const client_task *t, char *buf, size_t cap)
     snprintf(buf, cap, "project-%d", t->project);
 }
 
+/* What a task costs in the ledger: 1 with its noise multiplier z when it is charged (DP:
+ * plan.dp_noise, with or without secure aggregation — adaptive clipping's two releases
+ * together cost what z alone does; label_stats: its stats_noise), 0 when it is not. */
+static int ledger_cost(const client_task *t, double *z)
+{
+    if (t->secagg.on && t->secagg.wire.kind == SECWIRE_LABELS) {
+        *z = t->secagg.wire.stats_noise;
+        return 1;
+    }
+    *z = t->plan.dp_noise;
+    return t->plan.dp_clip > 0;
+}
+
 /* Would this task take its project past the device's ε limit? 0 yes/no ledger/no DP, 1
  * refused (res filled), or an error (a corrupt ledger is an error, never a silent reset).
  * Each participation is charged as (q = 1, z, 1 step): the device cannot know the rate it
@@ -505,7 +541,8 @@ static void ledger_id(const client_task *t, char *buf, size_t cap)
 static int ledger_allows(artificien_client *c, const client_task *t, artificien_result *res)
 {
     const client_plan *p = &t->plan;
-    if (!c->cfg.ledger_path || !(p->dp_clip > 0))
+    double z;
+    if (!c->cfg.ledger_path || !ledger_cost(t, &z))
         return 0;
     ledger *l;
     char id[64];
@@ -514,7 +551,7 @@ static int ledger_allows(artificien_client *c, const client_task *t, artificien_
     if (rc)
         return rc;
     ledger_id(t, id, sizeof id);
-    rc = ledger_check(l, id, 1.0, p->dp_noise, 1, p->dp_delta, c->cfg.epsilon_limit, &after, &ok);
+    rc = ledger_check(l, id, 1.0, z, 1, p->dp_delta, c->cfg.epsilon_limit, &after, &ok);
     ledger_free(l);
     if (rc)
         return rc;
@@ -527,10 +564,11 @@ static int ledger_allows(artificien_client *c, const client_task *t, artificien_
     return 1;
 }
 
-/* Records the participation in the ledger (when one is configured). */
+/* Records the participation in the ledger (when one is configured and the task costs). */
 static int ledger_charge(artificien_client *c, const client_task *t)
 {
-    if (!c->cfg.ledger_path)
+    double z;
+    if (!c->cfg.ledger_path || !ledger_cost(t, &z))
         return 0;
     ledger *l;
     char id[64];
@@ -538,8 +576,148 @@ static int ledger_charge(artificien_client *c, const client_task *t)
     if (rc)
         return rc;
     ledger_id(t, id, sizeof id);
-    rc = ledger_record(l, id, 1.0, t->plan.dp_noise, 1, t->plan.dp_delta, 0);
+    rc = ledger_record(l, id, 1.0, z, 1, t->plan.dp_delta, 0);
     ledger_free(l);
+    return rc;
+}
+
+/* The task's checkpoint, loaded into c->model and copied to c->global. */
+static int load_checkpoint(artificien_client *c, const client_task *t, artificien_result *res)
+{
+    nn_model *m = c->model;
+    int rc = fetch_checkpoint(c, t, m->n_params, res);
+    if (rc)
+        return rc;
+    char what[600];
+    snprintf(what, sizeof what, "checkpoint %s", t->checkpoint);
+    if ((rc = nn_checkpoint_load_into(m, c->ck_buf, c->ck_len, what))) {
+        c->ck_url[0] = 0; /* never trust that cache entry again */
+        return rc;
+    }
+    memcpy(c->global, m->params, sizeof(float) * m->n_params);
+    return 0;
+}
+
+/* Federated evaluation of the received model (when the plan asks) into *ev, then local
+ * training: c->delta = local − received, res's statistics and update_norm filled. 0, 1
+ * (abandoned: res filled, nothing may be sent) or an error. */
+static int train_local(artificien_client *c, const client_task *t, train_eval *ev,
+                       client_train_stats *st, artificien_result *res)
+{
+    nn_model *m = c->model;
+    const client_plan *p = &t->plan;
+    int rc;
+    memset(ev, 0, sizeof *ev);
+    if (p->eval_every > 0 && t->round % p->eval_every == 0 && c->view.n_heldout > 0) {
+        nn_ws *ws = nn_ws_create(m, EVAL_BATCH);
+        if (!ws)
+            return af_seterr(AF_ENOMEM, "evaluation: out of memory");
+        rc = train_evaluate(m, &ws, NULL, &c->view.ds, c->view.heldout, c->view.n_heldout, ev);
+        nn_ws_free(ws);
+        if (rc)
+            return rc;
+        res->eval_samples = ev->n;
+        res->eval_loss = ev->loss;
+        for (int i = 0; i < ev->k; i++)
+            res->eval_correct += ev->confusion[i * ev->k + i];
+    }
+    uint64_t seed = c->cfg.seed ^ ((uint64_t)t->project << 40) ^ ((uint64_t)t->attempt << 32);
+    if ((rc = client_train(m, c->global, p, &c->view, t->round, c->cfg.threads, seed,
+                           c->cfg.caps.max_seconds, &c->stop, c->delta, st)))
+        return rc;
+    res->train_samples = st->samples;
+    res->steps = st->steps;
+    res->train_loss = st->loss;
+    res->train_seconds = st->seconds;
+    if (st->abandoned) {
+        res->action = ARTIFICIEN_ABANDONED;
+        snprintf(res->reason, sizeof res->reason, "%s", c->stop ? "stopped" : "max_seconds");
+        snprintf(res->message, sizeof res->message, "local training %s after %.1f s: nothing sent",
+                 c->stop ? "stopped" : "ran past max_seconds", st->seconds);
+        res->retry_after = c->cfg.not_now_s;
+        return 1;
+    }
+    if (st->seconds > 0) {
+        double rate = 3.0 * m->flops_fwd * (double)st->samples * p->local_epochs / st->seconds;
+        c->flops_per_s = c->flops_per_s > 0 ? 0.5 * (c->flops_per_s + rate) : rate;
+    }
+    res->update_norm = client_l2(c->delta, m->n_params);
+    return 0;
+}
+
+/* ---- secure aggregation: what the device feeds into the round (secround.c drives it) ---- */
+
+typedef struct sa_job {
+    artificien_client *c;
+    const client_task *t;
+    train_eval ev;
+    client_train_stats st;
+} sa_job;
+
+static int sa_prepare(void *user, artificien_result *res)
+{
+    sa_job *j = user;
+    return load_checkpoint(j->c, j->t, res);
+}
+
+/* The device's vector: its label counts, or its trained update (weighted, or clipped and
+ * noised with DP); the ledger is charged before the masked input leaves. */
+static int sa_input(void *user, const secwire_layout *L, af_rng *noise, uint32_t *words,
+                    artificien_result *res)
+{
+    sa_job *j = user;
+    artificien_client *c = j->c;
+    int rc;
+    if (L->p.kind == SECWIRE_LABELS) {
+        uint32_t counts[POPSTATS_MAX_CLASSES];
+        client_count_labels(&c->view, counts);
+        res->train_samples = c->view.n_train;
+        if ((rc = secwire_encode_labels(L, counts, noise, words)))
+            return rc;
+        return ledger_charge(c, j->t);
+    }
+    if ((rc = train_local(c, j->t, &j->ev, &j->st, res)))
+        return rc;
+    secwire_report rep = {
+        .num_samples = (double)j->st.samples,
+        .loss = j->st.loss,
+        .eval_samples = (double)j->ev.n,
+        .eval_correct = (double)res->eval_correct,
+        .eval_loss = j->ev.loss,
+        .confusion = j->ev.k == L->classes ? j->ev.confusion : NULL,
+    };
+    if ((rc = secwire_encode_train(L, c->delta, &rep, noise, words, NULL)))
+        return rc;
+    return ledger_charge(c, j->t);
+}
+
+static int secure_round(artificien_client *c, const client_task *t, const secwire_layout *L,
+                        artificien_result *res)
+{
+    sa_job j = {.c = c, .t = t};
+    client_secround_io io = {
+        .http = c->http,
+        .token = c->token,
+        .stop = &c->stop,
+        .sign_sk = c->id_sk,
+        .prepare = L->p.kind == SECWIRE_TRAIN ? sa_prepare : NULL,
+        .input = sa_input,
+        .user = &j,
+        .on_phase = c->on_phase,
+        .phase_user = c->on_phase_user,
+    };
+    int rc = client_secround_run(&io, t, L, res);
+    if (rc == AF_EAUTH && c->secret)
+        c->token[0] = 0; /* a 401: enrol again next cycle, as after a check-in */
+    if (!rc && res->action == ARTIFICIEN_ABANDONED)
+        res->retry_after = c->cfg.not_now_s;
+    if (!rc && res->action == ARTIFICIEN_REJECTED) {
+        /* out of this attempt for good: come back once it is over, not in a tight loop */
+        struct timespec now;
+        clock_gettime(CLOCK_REALTIME, &now);
+        double left = t->secagg.deadline[CLIENT_SA_UNMASK] - (double)now.tv_sec - 1e-9 * now.tv_nsec;
+        res->retry_after = left > 0 ? (left < 86400 ? left : 86400) : 0;
+    }
     return rc;
 }
 
@@ -549,12 +727,17 @@ static int run_task(artificien_client *c, const client_task *t, artificien_resul
     res->round = t->round;
     res->attempt = t->attempt;
     res->version = t->version;
+    secwire_layout L;
     int rc = prepare_model(c, t, res);
     if (rc < 0)
         return rc;
     if (rc == 0 && client_task_check(&c->cfg.caps, t, c->model, &c->view, c->cfg.threads,
                                      c->flops_per_s, res->reason, sizeof res->reason,
                                      res->message, sizeof res->message))
+        rc = 1;
+    if (rc == 0 && t->secagg.on &&
+        client_secagg_layout(t, c->model, &L, res->reason, sizeof res->reason, res->message,
+                             sizeof res->message))
         rc = 1;
     if (rc == 0 && (rc = ledger_allows(c, t, res)) < 0)
         return rc;
@@ -563,56 +746,17 @@ static int run_task(artificien_client *c, const client_task *t, artificien_resul
         res->retry_after = c->cfg.not_now_s > 0 ? c->cfg.not_now_s : 60;
         return 0;
     }
+    if (t->secagg.on)
+        return secure_round(c, t, &L, res);
     nn_model *m = c->model;
-    if ((rc = fetch_checkpoint(c, t, m->n_params, res)))
-        return rc;
-    char what[600];
-    snprintf(what, sizeof what, "checkpoint %s", t->checkpoint);
-    if ((rc = nn_checkpoint_load_into(m, c->ck_buf, c->ck_len, what))) {
-        c->ck_url[0] = 0; /* never trust that cache entry again */
-        return rc;
-    }
-    memcpy(c->global, m->params, sizeof(float) * m->n_params);
-    /* federated evaluation of the received model on the held-out samples */
-    train_eval ev = {0};
     const client_plan *p = &t->plan;
-    if (p->eval_every > 0 && t->round % p->eval_every == 0 && c->view.n_heldout > 0) {
-        nn_ws *ws = nn_ws_create(m, EVAL_BATCH);
-        if (!ws)
-            return af_seterr(AF_ENOMEM, "evaluation: out of memory");
-        rc = train_evaluate(m, &ws, NULL, &c->view.ds, c->view.heldout, c->view.n_heldout, &ev);
-        nn_ws_free(ws);
-        if (rc)
-            return rc;
-        res->eval_samples = ev.n;
-        res->eval_loss = ev.loss;
-        for (int i = 0; i < ev.k; i++)
-            res->eval_correct += ev.confusion[i * ev.k + i];
-    }
-    uint64_t seed = c->cfg.seed ^ ((uint64_t)t->project << 40) ^ ((uint64_t)t->attempt << 32);
+    train_eval ev;
     client_train_stats st;
-    if ((rc = client_train(m, c->global, p, &c->view, t->round, c->cfg.threads, seed,
-                           c->cfg.caps.max_seconds, &c->stop, c->delta, &st)))
-        return rc;
-    res->train_samples = st.samples;
-    res->steps = st.steps;
-    res->train_loss = st.loss;
-    res->train_seconds = st.seconds;
-    if (st.abandoned) {
-        res->action = ARTIFICIEN_ABANDONED;
-        snprintf(res->reason, sizeof res->reason, "%s", c->stop ? "stopped" : "max_seconds");
-        snprintf(res->message, sizeof res->message, "local training %s after %.1f s: nothing sent",
-                 c->stop ? "stopped" : "ran past max_seconds", st.seconds);
-        res->retry_after = c->cfg.not_now_s;
-        return 0;
-    }
-    if (st.seconds > 0) {
-        double rate = 3.0 * m->flops_fwd * (double)st.samples * p->local_epochs / st.seconds;
-        c->flops_per_s = c->flops_per_s > 0 ? 0.5 * (c->flops_per_s + rate) : rate;
-    }
-    res->update_norm = client_l2(c->delta, m->n_params);
+    if ((rc = load_checkpoint(c, t, res)) || (rc = train_local(c, t, &ev, &st, res)))
+        return rc < 0 ? rc : 0;
+    int clipped = 0;
     if (p->dp_clip > 0) { /* DP-FedAvg: the coordinator refuses anything over S */
-        if ((rc = dp_clip_l2(c->delta, m->n_params, p->dp_clip, NULL, NULL)))
+        if ((rc = dp_clip_l2(c->delta, m->n_params, t->dp_clip, NULL, &clipped)))
             return rc;
         /* charged before the update leaves: a crash after this over-counts, never under */
         if ((rc = ledger_charge(c, t)))
@@ -632,6 +776,9 @@ static int run_task(artificien_client *c, const client_task *t, artificien_resul
         .eval_loss = ev.loss,
         .k = ev.k,
         .confusion = ev.confusion,
+        /* adaptive clipping: the coordinator moves S with the fraction of unclipped updates */
+        .has_unclipped = p->dp_clip > 0 && p->dp_adaptive_quantile > 0,
+        .unclipped = !clipped,
     };
     uint8_t *buf;
     size_t len;
@@ -717,7 +864,7 @@ int artificien_client_run(artificien_client *c, const artificien_run_opts *opts)
         } else {
             failures = 0;
             delay = r.retry_after;
-            tasks += r.action == ARTIFICIEN_TRAINED;
+            tasks += r.action == ARTIFICIEN_TRAINED || r.action == ARTIFICIEN_COUNTED;
         }
         if (c->stop)
             break;

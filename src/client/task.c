@@ -1,9 +1,11 @@
 /* task.c — the device's side of a task without the network (see task.h): plan and task
- * parsing, the data view, caps checks, local training, the update's safetensors encoding.
+ * parsing (with the secure-aggregation object), the data view, caps checks, local training,
+ * label counts, the update's safetensors encoding.
  * Layer `client`: core, nn, data, train, fed, cJSON. No I/O, no printing.
  */
 #include "client/task.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -91,8 +93,22 @@ int client_plan_parse(const cJSON *plan, client_plan *p)
         (rc = get_num(plan, "plan", "max_update_norm", 0, INFINITY, &p->max_update_norm)) ||
         (rc = get_num(plan, "plan", "dp_clip", 0, 1e12, &p->dp_clip)) ||
         (rc = get_num(plan, "plan", "dp_noise", 0, 1e6, &p->dp_noise)) ||
-        (rc = get_num(plan, "plan", "dp_delta", 0, 1, &p->dp_delta)))
+        (rc = get_num(plan, "plan", "dp_delta", 0, 1, &p->dp_delta)) ||
+        (rc = get_num(plan, "plan", "dp_adaptive_quantile", 0, 1, &p->dp_adaptive_quantile)))
         return rc;
+    const cJSON *sa = cJSON_GetObjectItemCaseSensitive(plan, "secagg");
+    if (sa && !cJSON_IsNull(sa)) {
+        if (!cJSON_IsBool(sa))
+            return af_seterr(AF_EINVAL, "plan.secagg: expected true or false");
+        p->secagg = cJSON_IsTrue(sa);
+    }
+    char pkind[16] = "train";
+    if ((rc = get_str(plan, "plan", "kind", pkind, sizeof pkind)))
+        return rc;
+    if (strcmp(pkind, "label_stats") == 0)
+        p->label_stats = 1;
+    else if (strcmp(pkind, "train") != 0)
+        return af_seterr(AF_EINVAL, "plan.kind: '%s' is not \"train\" or \"label_stats\"", pkind);
     nn_opt_kind kind;
     if (nn_optim_parse_kind(optname, &kind))
         return af_seterr(AF_EINVAL, "plan.optimizer: '%s' is not sgd or adam", optname);
@@ -102,6 +118,124 @@ int client_plan_parse(const cJSON *plan, client_plan *p)
         p->opt.momentum = (float)momentum;
     if (nn_optim_check(&p->opt))
         return af_preerr(AF_ERANGE, "plan");
+    return 0;
+}
+
+/* ---- the secure-aggregation object ---- */
+
+/* A number field of task.secagg: AF_EFORMAT naming it when missing (required), not a finite
+ * number, outside [lo, hi] or (integral) not an integer. *v keeps its default when absent. */
+static int sa_num(const cJSON *o, const char *key, int required, double lo, double hi,
+                  int integral, double *v)
+{
+    const cJSON *f = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!f || cJSON_IsNull(f)) {
+        if (required)
+            return af_seterr(AF_EFORMAT, "task.secagg.%s: required", key);
+        return 0;
+    }
+    if (!cJSON_IsNumber(f) || !isfinite(f->valuedouble))
+        return af_seterr(AF_EFORMAT, "task.secagg.%s: expected a number", key);
+    double d = f->valuedouble;
+    if (d < lo || d > hi || (integral && d != floor(d)))
+        return af_seterr(AF_EFORMAT, "task.secagg.%s: %g is not %s in [%g, %g]", key, d,
+                         integral ? "an integer" : "a number", lo, hi);
+    *v = d;
+    return 0;
+}
+
+static int secagg_parse(const cJSON *o, client_task *t)
+{
+    client_secagg *s = &t->secagg;
+    memset(s, 0, sizeof *s);
+    if (!cJSON_IsObject(o))
+        return af_seterr(AF_EFORMAT, "task.secagg: expected an object");
+    double id = 0, n = 0, th = 0, len = 0, range = 1, max_samples = 10000, clip = 0, noise = 0,
+           count_noise = 0, bound = 100, snoise = 1;
+    int rc;
+    if ((rc = sa_num(o, "n", 1, 1, SECAGG_MAX_DEVICES, 1, &n)) ||
+        (rc = sa_num(o, "id", 1, 1, n, 1, &id)) ||
+        (rc = sa_num(o, "t", 1, floor(n / 2) + 1, n, 1, &th)) ||
+        (rc = sa_num(o, "len", 1, 1, 1 << 30, 1, &len)) ||
+        (rc = sa_num(o, "range", 0, 1e-300, 1e12, 0, &range)) ||
+        (rc = sa_num(o, "max_samples", 0, 1, SECWIRE_MAX_SAMPLES, 1, &max_samples)) ||
+        (rc = sa_num(o, "clip", 0, 0, 1e12, 0, &clip)) ||
+        (rc = sa_num(o, "noise", 0, 0, 1e6, 0, &noise)) ||
+        (rc = sa_num(o, "count_noise", 0, 0, 1e12, 0, &count_noise)) ||
+        (rc = sa_num(o, "stats_bound", 0, 1e-300, 1e12, 0, &bound)) ||
+        (rc = sa_num(o, "stats_noise", 0, 0, 1e6, 0, &snoise)))
+        return rc;
+    /* round_id: a decimal string, because a JSON number is a double (53 bits) */
+    const cJSON *rid = cJSON_GetObjectItemCaseSensitive(o, "round_id");
+    if (!cJSON_IsString(rid))
+        return af_seterr(AF_EFORMAT, "task.secagg.round_id: expected a decimal string");
+    const char *r = rid->valuestring;
+    size_t rl = strlen(r);
+    char *end = NULL;
+    errno = 0;
+    unsigned long long rv = rl && rl <= 20 && strspn(r, "0123456789") == rl ? strtoull(r, &end, 10) : 0;
+    if (!end || *end || errno == ERANGE)
+        return af_seterr(AF_EFORMAT, "task.secagg.round_id: '%.40s' is not a decimal 64-bit "
+                                     "number", r);
+    const cJSON *url = cJSON_GetObjectItemCaseSensitive(o, "url");
+    if (!cJSON_IsString(url) || url->valuestring[0] != '/' || strlen(url->valuestring) >= sizeof s->url)
+        return af_seterr(AF_EFORMAT, "task.secagg.url: expected a path starting with '/' (at most "
+                                     "%zu characters)", sizeof s->url - 1);
+    const cJSON *kind = cJSON_GetObjectItemCaseSensitive(o, "kind");
+    int k = SECWIRE_TRAIN;
+    if (kind && !cJSON_IsNull(kind)) {
+        if (!cJSON_IsString(kind) || (strcmp(kind->valuestring, "train") != 0 &&
+                                      strcmp(kind->valuestring, "label_stats") != 0))
+            return af_seterr(AF_EFORMAT, "task.secagg.kind: expected \"train\" or \"label_stats\"");
+        k = strcmp(kind->valuestring, "label_stats") == 0 ? SECWIRE_LABELS : SECWIRE_TRAIN;
+    }
+    if ((k == SECWIRE_LABELS) != t->plan.label_stats)
+        return af_seterr(AF_EFORMAT, "task.secagg.kind: \"%s\" but the plan's kind is \"%s\"",
+                         k == SECWIRE_LABELS ? "label_stats" : "train",
+                         t->plan.label_stats ? "label_stats" : "train");
+    const cJSON *ad = cJSON_GetObjectItemCaseSensitive(o, "adaptive");
+    if (ad && !cJSON_IsNull(ad) && !cJSON_IsBool(ad))
+        return af_seterr(AF_EFORMAT, "task.secagg.adaptive: expected true or false");
+    /* the device's privacy rests on these: never noise less than the plan promises */
+    if (k == SECWIRE_TRAIN && t->plan.dp_clip > 0) {
+        if (!(clip > 0) || fabs(clip - t->dp_clip) > 1e-9 * t->dp_clip)
+            return af_seterr(AF_EFORMAT, "task.secagg.clip: %g, but this DP round clips to %g", clip,
+                             t->dp_clip);
+        if (noise < t->plan.dp_noise * (1 - 1e-12))
+            return af_seterr(AF_EFORMAT, "task.secagg.noise: %g is below the plan's dp_noise %g",
+                             noise, t->plan.dp_noise);
+    }
+    const cJSON *dl = cJSON_GetObjectItemCaseSensitive(o, "deadlines");
+    if (!cJSON_IsObject(dl))
+        return af_seterr(AF_EFORMAT, "task.secagg.deadlines: expected an object {advertise, "
+                                     "share_keys, masked_input, unmask}");
+    static const char *const phase[CLIENT_SA_PHASES] = {"advertise", "share_keys", "masked_input",
+                                                        "unmask"};
+    for (int i = 0; i < CLIENT_SA_PHASES; i++) {
+        const cJSON *f = cJSON_GetObjectItemCaseSensitive(dl, phase[i]);
+        if (!cJSON_IsNumber(f) || !isfinite(f->valuedouble) || f->valuedouble < 0 ||
+            (i && f->valuedouble < s->deadline[i - 1]))
+            return af_seterr(AF_EFORMAT, "task.secagg.deadlines.%s: expected Unix seconds, not "
+                                         "before the previous phase's", phase[i]);
+        s->deadline[i] = f->valuedouble;
+    }
+    s->on = 1;
+    s->id = (uint32_t)id;
+    s->round_id = rv;
+    s->len = (size_t)len;
+    snprintf(s->url, sizeof s->url, "%s", url->valuestring);
+    secwire_params *w = &s->wire;
+    w->kind = k;
+    w->n = (uint32_t)n;
+    w->t = (uint32_t)th;
+    w->range = range;
+    w->max_samples = (uint32_t)max_samples;
+    w->clip = k == SECWIRE_TRAIN ? clip : 0;
+    w->noise = noise;
+    w->count_noise = count_noise;
+    w->adaptive = cJSON_IsTrue(ad);
+    w->stats_bound = bound;
+    w->stats_noise = snoise;
     return 0;
 }
 
@@ -121,13 +255,28 @@ int client_task_parse(const cJSON *task, client_task *t)
         (rc = get_str(task, "task", "report", t->report, sizeof t->report)))
         return rc;
     t->version = (long)version;
-    if (!t->checkpoint[0] || !t->report[0])
-        return af_seterr(AF_EFORMAT, "task: \"checkpoint\" and \"report\" paths are required");
     const cJSON *spec = cJSON_GetObjectItemCaseSensitive(task, "spec");
     if (!cJSON_IsObject(spec))
         return af_seterr(AF_EFORMAT, "task.spec: expected the model spec object");
     if ((rc = client_plan_parse(cJSON_GetObjectItemCaseSensitive(task, "plan"), &t->plan)))
         return af_preerr(rc, "task");
+    t->dp_clip = t->plan.dp_clip;
+    if ((rc = get_num(task, "task", "dp_clip", 0, 1e12, &t->dp_clip)))
+        return rc;
+    if (t->plan.dp_clip > 0 && !(t->dp_clip > 0))
+        return af_seterr(AF_EFORMAT, "task.dp_clip: a DP task needs a clip norm > 0");
+    const cJSON *sa = cJSON_GetObjectItemCaseSensitive(task, "secagg");
+    if (sa && !cJSON_IsNull(sa)) {
+        if ((rc = secagg_parse(sa, t)))
+            return rc;
+    } else if (t->plan.secagg || t->plan.label_stats) {
+        return af_seterr(AF_EFORMAT, "task.secagg: the plan asks for secure aggregation but the "
+                                     "task has no \"secagg\" object");
+    }
+    /* a secure round sends no report; a label count downloads no checkpoint */
+    int need_ckpt = !(t->secagg.on && t->secagg.wire.kind == SECWIRE_LABELS);
+    if ((need_ckpt && !t->checkpoint[0]) || (!t->secagg.on && !t->report[0]))
+        return af_seterr(AF_EFORMAT, "task: \"checkpoint\" and \"report\" paths are required");
     if (!(t->spec_json = cJSON_PrintUnformatted(spec)))
         return af_seterr(AF_ENOMEM, "task: out of memory");
     return 0;
@@ -327,6 +476,36 @@ int client_task_check(const artificien_caps *caps, const client_task *t, const n
     return 0;
 }
 
+/* ---- secure aggregation ---- */
+
+int client_secagg_layout(const client_task *t, const nn_model *m, secwire_layout *L,
+                         char *reason, size_t rcap, char *msg, size_t mcap)
+{
+    if (secwire_layout_init(L, &t->secagg.wire, m->n_params, m->n_classes)) {
+        refuse(reason, rcap, msg, mcap, "secagg", "task.secagg: %s", af_errmsg());
+        return 1;
+    }
+    if (L->len != t->secagg.len) {
+        refuse(reason, rcap, msg, mcap, "secagg",
+               "task.secagg.len: the coordinator expects %zu words, this device's layout of "
+               "the model (%zu parameters, %d classes) has %zu: nothing sent",
+               t->secagg.len, m->n_params, m->n_classes, L->len);
+        return 1;
+    }
+    return 0;
+}
+
+void client_count_labels(const client_data_view *v, uint32_t *counts)
+{
+    const int k = v->ds.schema.n_classes;
+    memset(counts, 0, sizeof *counts * (size_t)k);
+    for (size_t i = 0; i < v->n_train; i++) {
+        uint8_t y = v->ds.y[v->train[i]];
+        if (y < k)
+            counts[y]++;
+    }
+}
+
 /* ---- training ---- */
 
 typedef struct stop_ctx {
@@ -412,8 +591,8 @@ int client_delta_serialize(const nn_model *m, const float *delta, const client_r
             ts[i].shape[d] = p->shape[d];
         ts[i].data = delta + p->off;
     }
-    char v[10][64];
-    const char *keys[11], *vals[11];
+    char v[12][64]; /* 7 always, tau, unclipped, 3 evaluation values */
+    const char *keys[13], *vals[13];
     int n = 0;
 #define META(k, ...)                                                                       \
     do {                                                                                   \
@@ -431,6 +610,8 @@ int client_delta_serialize(const nn_model *m, const float *delta, const client_r
     META("version", "%ld", rep->version);
     if (rep->tau > 0)
         META("tau", "%.9g", rep->tau);
+    if (rep->has_unclipped)
+        META("unclipped", "%d", rep->unclipped ? 1 : 0);
     af_strbuf conf = {0};
     int rc = 0;
     if (rep->eval_samples) {

@@ -1,7 +1,7 @@
 /* task.h — what a device does with a task, apart from the network: parse the plan and the
- * task, check them against the device's caps and data, train locally, evaluate, and
- * serialise the update (delta = w_local − w_global) as safetensors with the report metadata
- * of docs/api.md.
+ * task (with its secure-aggregation object), check them against the device's caps and data,
+ * train locally, evaluate, count labels, and serialise the update (delta = w_local −
+ * w_global) as safetensors with the report metadata of docs/api.md.
  *
  * Layer `client`: uses core, nn, data, train, fed and cJSON; no I/O at all, so every piece is
  * unit-testable without a server. Never prints, never exits.
@@ -17,6 +17,7 @@
 
 #include "artificien/client.h"
 #include "data/dataset.h"
+#include "fed/secwire.h"
 #include "nn/model.h"
 #include "nn/optim.h"
 
@@ -34,24 +35,53 @@ typedef struct client_plan {
     double dp_clip;            /* DP on when > 0: clip the delta to this L2 norm before upload */
     double dp_noise;           /* the coordinator's noise multiplier z (charged to the ledger) */
     double dp_delta;           /* δ the ledger reports ε at */
+    double dp_adaptive_quantile; /* > 0: adaptive clipping, every update carries "unclipped" */
+    int secagg;                /* plan.secagg: the round is a secure sum (task.secagg) */
+    int label_stats;           /* plan.kind "label_stats": count labels, no training */
 } client_plan;
 
 /* Parses a plan object. Missing fields take the API's defaults; present fields of the wrong
- * type or range are AF_EINVAL/AF_ERANGE with a message naming "plan.FIELD". */
+ * type or range are AF_EINVAL/AF_ERANGE with a message naming "plan.FIELD"; fields a device
+ * does not use (devices_per_round, secagg_threshold, …) are ignored. */
 int client_plan_parse(const cJSON *plan, client_plan *out);
+
+/* The phases of a secure-aggregation round, in order (task.secagg.deadlines). */
+enum { CLIENT_SA_ADVERTISE, CLIENT_SA_SHARE_KEYS, CLIENT_SA_MASKED_INPUT, CLIENT_SA_UNMASK,
+       CLIENT_SA_PHASES };
+
+/* A task's "secagg" object (docs/api.md "Secure aggregation"). */
+typedef struct client_secagg {
+    int on;                    /* the task has one: the round is a secure sum */
+    uint32_t id;               /* this device's number in the round, 1..n */
+    uint64_t round_id;         /* bound into every signature (a decimal string on the wire) */
+    size_t len;                /* words of the vector, as the coordinator computed them */
+    char url[512];             /* the phases' base path */
+    secwire_params wire;       /* kind, n, t, range, max_samples, clip, noise, adaptive,
+                                  count_noise, stats_bound, stats_noise */
+    double deadline[CLIENT_SA_PHASES]; /* Unix seconds each phase closes at (nondecreasing) */
+} client_secagg;
 
 /* A task as sent by POST /v1/checkin ({"action": "train", "task": {…}}). */
 typedef struct client_task {
     int project, round, attempt;
     long version;
     double deadline_at;
-    char checkpoint[512];      /* path of the checkpoint to download */
-    char report[512];          /* path to POST the update to */
+    char checkpoint[512];      /* path of the checkpoint to download ("" for label_stats) */
+    char report[512];          /* path to POST the update to ("" with secagg: none is sent) */
     char *spec_json;           /* compact JSON, owned (client_task_clear) */
     client_plan plan;
+    double dp_clip;            /* S of this round: the task's "dp_clip", else plan.dp_clip */
+    client_secagg secagg;
 } client_task;
 
-/* Parses the "task" object. 0 or AF_EFORMAT/AF_EINVAL naming "task.FIELD". */
+/* Parses the "task" object. 0 or AF_EFORMAT/AF_EINVAL naming "task.FIELD". The optional
+ * "secagg" object is checked field by field (AF_EFORMAT naming "task.secagg.FIELD": id in
+ * 1..n, n ≤ SECAGG_MAX_DEVICES, n/2 < t ≤ n, round_id a decimal uint64 string, len ≥ 1, url
+ * a path, kind "train"/"label_stats" matching plan.kind, range > 0, max_samples in
+ * [1, 2^19], clip/noise/count_noise ≥ 0 (with plan.dp_clip > 0: clip > 0, equal to the
+ * task's dp_clip, and noise ≥ plan.dp_noise), adaptive a boolean, stats_bound > 0,
+ * stats_noise ≥ 0, the four deadlines nondecreasing). A plan with secagg or label_stats
+ * needs the object. Whether len fits the model is client_secagg_layout's check. */
 int client_task_parse(const cJSON *task, client_task *out);
 void client_task_clear(client_task *t);
 
@@ -91,6 +121,17 @@ int client_task_check(const artificien_caps *caps, const client_task *t, const n
 int client_task_build(const client_task *t, size_t max_params, nn_model **out, char *reason,
                       size_t reason_cap, char *msg, size_t msg_cap);
 
+/* The vector layout of a secure-aggregation task for model m (secwire_layout_init with the
+ * task's parameters, m->n_params and m->n_classes), checked against task.secagg.len.
+ * 0, or 1 (refused: reason "secagg", msg says why — the coordinator computed another
+ * layout, so nothing may be sent). */
+int client_secagg_layout(const client_task *t, const nn_model *m, secwire_layout *L,
+                         char *reason, size_t reason_cap, char *msg, size_t msg_cap);
+
+/* The label histogram of v's training samples: counts[c] for c < v->ds.schema.n_classes
+ * (zeroed first; labels outside the classes are not counted). */
+void client_count_labels(const client_data_view *v, uint32_t *counts);
+
 /* Local training outcome. */
 typedef struct client_train_stats {
     size_t samples;
@@ -122,11 +163,14 @@ typedef struct client_report {
     double eval_loss;
     int k;                     /* classes of the confusion matrix */
     const long *confusion;     /* k×k, [true·k + pred] */
+    int has_unclipped;         /* adaptive clipping: send "unclipped" */
+    int unclipped;             /* 1: ‖delta‖ ≤ the task's dp_clip before clipping */
 } client_report;
 
 /* Serialises delta[m->n_params] under m's tensor names and shapes (F32) with rep's metadata
- * (attempt, num_samples, loss, steps, round, project, version, and eval_samples, eval_correct,
- * eval_loss, eval_confusion as a JSON array of arrays when eval_samples > 0) into a malloc'd
+ * (attempt, num_samples, loss, steps, round, project, version, tau when > 0, unclipped
+ * ("1"/"0") when has_unclipped, and eval_samples, eval_correct, eval_loss, eval_confusion
+ * as a JSON array of arrays when eval_samples > 0) into a malloc'd
  * buffer (*out, *len; caller frees). 0, AF_EINVAL (num_samples 0, non-finite values) or
  * AF_ENOMEM. */
 int client_delta_serialize(const nn_model *m, const float *delta, const client_report *rep,

@@ -2450,7 +2450,13 @@ void srv_coord_checkin(srv_coord *c, const srv_principal *who, const cJSON *body
         fits++;
         if (p->open) {
             int st = devset_get(&p->devs, who->id);
-            if (st == DEV_SELECTED) { /* asked again: the same task */
+            /* asked again: the same task — under secure aggregation only while the device
+             * can still take part (it has not advertised yet, and the phase is open): a
+             * device whose message was refused, or that lost its keys, sits this attempt
+             * out instead of looping on a task it cannot finish */
+            if (st == DEV_SELECTED &&
+                (!p->sa || (p->sa->phase == SA_ADVERTISE && now < p->sa->ends[SA_ADVERTISE] &&
+                            !(p->sa->sent[sa_sid(p->sa, who->id)] & 1u)))) {
                 chosen = p;
                 break;
             }
