@@ -75,6 +75,7 @@ id=$("$BIN" project create --server "$url" --key-file "$dir/owner.key" \
     --model models/fashion_cnn.json --plan "$dir/plan.json" --name fashion-cnn-demo) ||
     fail "cannot create the project"
 echo "project $id: models/fashion_cnn.json, plan $(tr -d '\n' <"$dir/plan.json")"
+echo "dashboard: open $url/ in a browser with the owner key in $dir/owner.key"
 
 echo "== $WORKERS workers, Dirichlet(0.5) shards of Fashion-MNIST"
 secret=$(cat "$dir/a.db.enroll-secret")
