@@ -89,6 +89,9 @@ $(BUILD)/bench-load: $(BUILD)/bench/load.o $(CLIENT_OBJ) $(BUILD)/libartificien.
 $(BUILD)/bench-secagg: $(BUILD)/bench/secagg.o $(BUILD)/libartificien.a
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
+$(BUILD)/bench-secagg-http: $(BUILD)/bench/secagg_http.o $(BUILD)/libartificien.a
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
 FORCE:
 $(BUILD)/mpi.flags: FORCE
 	@mkdir -p $(dir $@)
@@ -125,10 +128,10 @@ test-browser: deps
 	@BUILD=$(BUILD) tests/browser/run.sh
 
 bench: deps
-	@$(MAKE) --no-print-directory $(JOBS) all $(BUILD)/bench-secagg
+	@$(MAKE) --no-print-directory $(JOBS) all $(BUILD)/bench-secagg $(BUILD)/bench-secagg-http
 	@bench/run.sh $(BUILD)
 
 clean:
 	rm -rf build build-asan
 
--include $(ENGINE_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(CLIENT_OBJ:.o=.d) $(BUILD)/bench/load.d $(SERVER_OBJ:.o=.d)
+-include $(ENGINE_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(CLIENT_OBJ:.o=.d) $(BUILD)/bench/load.d $(BUILD)/bench/secagg_http.d $(SERVER_OBJ:.o=.d)

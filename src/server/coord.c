@@ -176,9 +176,14 @@ static void devset_clear(devset *d)
 /* Secure aggregation of an open attempt (plan.secagg; docs/api.md "Secure aggregation"). The
  * devices of the attempt are numbered 1..n in selection order; each phase closes at its
  * deadline or once every device it waits for has answered. */
-enum { SA_ADVERTISE, SA_SHARE, SA_MASKED, SA_UNMASK, SA_FINISHED };
+enum { SA_ADVERTISE, SA_SHARE, SA_MASKED, SA_UNMASK, SA_UNMASKING, SA_FINISHED };
 static const char *const sa_phase_name[] = {"advertise", "share_keys", "masked_input", "unmask",
-                                            "finished"};
+                                            "unmasking", "finished"};
+/* Once t unmask answers are in (enough to rebuild every secret), the phase waits this much
+ * more for the other survivors (devices poll at least every 0.5 s), not until its deadline:
+ * 1 s + 2 % of round_deadline_s. */
+#define SA_UNMASK_GRACE_S 1.0
+#define SA_UNMASK_GRACE 0.02
 /* The phases' deadlines as fractions of round_deadline_s after the attempt opened. */
 static const double sa_phase_end[4] = {0.15, 0.3, 0.85, 1.0};
 
@@ -192,6 +197,8 @@ typedef struct sa_state {
     uint8_t *sent;            /* [n + 1]: bit k = the device's phase-k message was accepted */
     uint32_t got[4];          /* messages accepted per phase */
     uint32_t u1, u2, u3;      /* sizes of the phases' sets once closed */
+    double t_at;              /* when the t-th unmask answer arrived */
+    int busy;                 /* the timer thread is unmasking outside c->mu */
     char *keys_b64;           /* U1's key records, once phase 0 closed */
     uint32_t *u3_ids;         /* U3, once phase 2 closed */
     size_t n3;
@@ -797,6 +804,8 @@ static void close_if_due(srv_coord *c, proj *p, double now)
         abandon_round(c, p, now);
 }
 
+static void sa_unmask_outside(srv_coord *c);
+
 void srv_coord_tick(srv_coord *c)
 {
     pthread_mutex_lock(&c->mu);
@@ -804,6 +813,7 @@ void srv_coord_tick(srv_coord *c)
     for (int i = 0; i < c->n_projects; i++)
         close_if_due(c, c->projects[i], now);
     pthread_mutex_unlock(&c->mu);
+    sa_unmask_outside(c);
 }
 
 /* ---- loading --------------------------------------------------------------------------------------- */
@@ -1761,7 +1771,7 @@ static void sa_advance(srv_coord *c, proj *p, double now)
         if (!p->open || !s)
             return;
         int ph = s->phase, rc = 0;
-        int due = ph < SA_FINISHED && now >= s->ends[ph];
+        int due = ph < SA_UNMASKING && now >= s->ends[ph];
         switch (ph) {
         case SA_ADVERTISE: {
             if (!due && !(p->round.selected >= srv_plan_quota(&p->plan) &&
@@ -1805,10 +1815,15 @@ static void sa_advance(srv_coord *c, proj *p, double now)
             break;
         }
         case SA_UNMASK:
-            if (!due && s->got[3] < s->u3)
+            if (!due && s->got[3] < s->u3 &&
+                !(s->got[3] >= s->cfg.t &&
+                  now >= s->t_at + SA_UNMASK_GRACE_S + SA_UNMASK_GRACE * p->plan.round_deadline_s))
                 return;
-            rc = secagg_server_finish(s->srv, s->sum);
+            /* rebuilding the secrets and removing the masks (seconds for hundreds of devices
+             * with dropouts) is the timer thread's, outside c->mu: srv_coord_tick */
             break;
+        case SA_UNMASKING:
+            return;
         default: /* finished: the unmasked sum waits for a commit that failed in the store */
             sa_commit(c, p, now);
             return;
@@ -1956,6 +1971,50 @@ static int commit_label_stats(srv_coord *c, proj *p, double now)
     return 0;
 }
 
+/* The timer thread's part of secure aggregation: for each attempt whose unmask phase has
+ * closed, rebuild the secrets and remove the masks without holding c->mu (every request of
+ * that attempt is refused meanwhile without touching its secagg server), then commit under
+ * it. Called by srv_coord_tick only (one timer thread). */
+static void sa_unmask_outside(srv_coord *c)
+{
+    for (;;) {
+        proj *p = NULL;
+        pthread_mutex_lock(&c->mu);
+        for (int i = 0; !p && i < c->n_projects; i++) {
+            proj *q = c->projects[i];
+            if (q->open && q->sa && q->sa->phase == SA_UNMASKING && !q->sa->busy)
+                p = q;
+        }
+        if (p)
+            p->sa->busy = 1;
+        pthread_mutex_unlock(&c->mu);
+        if (!p)
+            return;
+        sa_state *s = p->sa; /* stays: only a commit or an abandon frees it, both below */
+        double t0 = store_now();
+        int rc = secagg_server_finish(s->srv, s->sum);
+        char why[256];
+        snprintf(why, sizeof why, "%s", rc ? af_errmsg() : "");
+        pthread_mutex_lock(&c->mu);
+        s->busy = 0;
+        double now = store_now();
+        if (rc) {
+            af_log(AF_LOG_INFO, "secagg_abandon", "project=%lld round=%d attempt=%d phase=unmask "
+                                                  "reason=\"%s\"",
+                   (long long)p->id, p->round.number, p->round.attempt, why);
+            abandon_round(c, p, now);
+        } else {
+            af_log(AF_LOG_INFO, "secagg_unmasked", "project=%lld round=%d attempt=%d answers=%u "
+                                                   "seconds=%.3f",
+                   (long long)p->id, p->round.number, p->round.attempt, s->got[SA_UNMASK],
+                   now - t0);
+            s->phase = SA_FINISHED;
+            sa_commit(c, p, now);
+        }
+        pthread_mutex_unlock(&c->mu);
+    }
+}
+
 /* The checks every protocol request makes (under c->mu): 0 and the device's number, else
  * the refusal in r. */
 static int sa_request(srv_coord *c, const srv_principal *who, proj *p, int64_t id, int round,
@@ -2051,7 +2110,11 @@ void srv_coord_secagg_get(srv_coord *c, const srv_principal *who, int64_t id, in
     } else if (need == SA_MASKED) {
         const secagg_enc_share *in;
         size_t nin;
-        int rc = secagg_server_shares_for(s->srv, sid, &in, &nin);
+        /* once unmasking starts the timer thread owns s->srv (and the shares are long due) */
+        int rc = s->phase >= SA_UNMASKING
+                     ? af_seterr(AF_ESTATE, "round %d attempt %d is past the share phases", round,
+                                 p->round.attempt)
+                     : secagg_server_shares_for(s->srv, sid, &in, &nin);
         if (rc) {
             cJSON_Delete(j);
             sa_refused(p, sid, rc, "share_keys", r);
@@ -2177,6 +2240,8 @@ void srv_coord_secagg_post(srv_coord *c, const srv_principal *who, int64_t id, i
     }
     s->sent[sid] |= (uint8_t)(1u << ph);
     s->got[ph]++;
+    if (ph == SA_UNMASK && s->got[ph] == s->cfg.t)
+        s->t_at = store_now();
     reply_accepted(r);
     sa_advance(c, p, store_now());
 out:

@@ -440,6 +440,9 @@ TEST(secagg_coord_round_commits_the_weighted_mean_and_keeps_only_masked_vectors)
     const cJSON *r1 = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "rounds"), 0);
     CHECK(strcmp(cJSON_GetObjectItem(r1, "state")->valuestring, "committed") == 0);
     CHECK_EQ_INT((int)jnum(r1, "reports"), NDEV); /* the sum of the 5 survivors of U3 */
+    /* t = 3 answers rebuild every secret: the phase closed a grace period after them, not at
+     * the deadline that device 5's silence would otherwise have cost */
+    CHECK(jnum(r1, "closed_at") < jnum(r1, "deadline_at") - 1.0);
     cJSON_Delete(j);
     /* U3 held all 5 (device 5 sent its masked input, then vanished before unmasking): its
      * self mask was rebuilt from the others' shares, so its update is in the sum */
