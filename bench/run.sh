@@ -37,7 +37,7 @@ python3 bench/report.py "$OUT"
 [ -f bench/load.sh ] && sh bench/load.sh "$BUILD"
 [ -x "$BUILD/bench-secagg" ] && "$BUILD/bench-secagg" --json "$OUT/secagg.json"
 # the same over HTTP against `artificien serve`, 100 devices, 0 and 10% dropping before they
-# unmask (~25 s: the 10% round waits for its 20 s deadline); 500 devices: docs/privacy.md §3.6
+# unmask (~5 s); 500 devices: docs/privacy.md §3.6
 [ -x "$BUILD/bench-secagg-http" ] && "$BUILD/bench-secagg-http" --devices 100 --dropout 0,0.1 \
     --deadline 20 --json "$OUT/secagg_http.json"
 exit 0
