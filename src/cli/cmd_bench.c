@@ -74,8 +74,8 @@ int cmd_bench(int argc, char **argv)
         return cli_fail("bench", "%s", af_errmsg());
     nn_model_init(m, seed);
     data_dataset *tr = NULL, *te = NULL;
-    if (data_load_fashion_mnist(data, 1, 0.2860f, 0.3530f, 0, &tr) ||
-        data_load_fashion_mnist(data, 0, 0.2860f, 0.3530f, 0, &te)) {
+    if (data_load_fashion_mnist_u8(data, 1, 0.2860f, 0.3530f, 0, &tr) ||
+        data_load_fashion_mnist_u8(data, 0, 0.2860f, 0.3530f, 0, &te)) {
         nn_model_free(m);
         data_dataset_free(tr);
         return cli_fail("bench", "%s", af_errmsg());

@@ -70,7 +70,7 @@ int cmd_eval(int argc, char **argv)
     if (load_model("eval", model, spec, &m))
         return 1;
     data_dataset *ds;
-    if (data_load_fashion_mnist(data, train, 0.2860f, 0.3530f, 0, &ds)) {
+    if (data_load_fashion_mnist_u8(data, train, 0.2860f, 0.3530f, 0, &ds)) {
         nn_model_free(m);
         return cli_fail("eval", "%s", af_errmsg());
     }
@@ -117,7 +117,7 @@ int cmd_predict(int argc, char **argv)
     if (load_model("predict", model, spec, &m))
         return 1;
     data_dataset *ds;
-    if (data_load_fashion_mnist(data, train, 0.2860f, 0.3530f, 0, &ds)) {
+    if (data_load_fashion_mnist_u8(data, train, 0.2860f, 0.3530f, 0, &ds)) {
         nn_model_free(m);
         return cli_fail("predict", "%s", af_errmsg());
     }
@@ -125,10 +125,11 @@ int cmd_predict(int argc, char **argv)
     if (!rc && (index < 0 || (size_t)index >= ds->n))
         rc = cli_fail("predict", "--index %d out of range [0, %zu)", index, ds->n);
     nn_ws *ws = NULL;
-    if (!rc && !(ws = nn_ws_create(m, 1)))
+    float *sample = NULL; /* the sample as floats, when the dataset holds bytes */
+    if (!rc && (!(ws = nn_ws_create(m, 1)) || !(sample = malloc(sizeof(float) * ds->sample_size))))
         rc = cli_fail("predict", "out of memory");
     if (!rc) {
-        const float *z = nn_forward(m, ws, ds->x + (size_t)index * ds->sample_size, 1, 0, 0);
+        const float *z = nn_forward(m, ws, data_rows(ds, (size_t)index, 1, sample), 1, 0, 0);
         const int k = m->n_classes;
         double p[256], mx = z[0], sum = 0;
         for (int c = 1; c < k; c++)
@@ -161,6 +162,7 @@ int cmd_predict(int argc, char **argv)
             printf("]}\n");
         }
     }
+    free(sample);
     nn_ws_free(ws);
     data_dataset_free(ds);
     nn_model_free(m);

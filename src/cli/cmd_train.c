@@ -223,8 +223,8 @@ static int load_data(const char *cmd, const char *where, size_t limit, data_data
                      data_dataset **te)
 {
     *tr = *te = NULL;
-    if (data_load_fashion_mnist(where, 1, 0.2860f, 0.3530f, limit, tr) ||
-        data_load_fashion_mnist(where, 0, 0.2860f, 0.3530f, 0, te)) {
+    if (data_load_fashion_mnist_u8(where, 1, 0.2860f, 0.3530f, limit, tr) ||
+        data_load_fashion_mnist_u8(where, 0, 0.2860f, 0.3530f, 0, te)) {
         data_dataset_free(*tr);
         *tr = NULL;
         return cli_fail(cmd, "%s", af_errmsg());

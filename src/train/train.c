@@ -239,8 +239,10 @@ typedef struct eval_job {
     const uint32_t *idx;
     size_t n;
     int batch;
-    float *bx[TRAIN_MAX_THREADS];
-    uint8_t *by[TRAIN_MAX_THREADS];
+    float *bx[TRAIN_MAX_THREADS];   /* thread t's batch, a slice of bx_all */
+    uint8_t *by[TRAIN_MAX_THREADS]; /* a slice of by_all */
+    float *bx_all;
+    uint8_t *by_all;
     double *loss; /* per batch, summed in batch order: the same sum for any thread count */
     long conf[TRAIN_MAX_THREADS][TRAIN_EVAL_MAX_CLASSES * TRAIN_EVAL_MAX_CLASSES];
 } eval_job;
@@ -256,8 +258,8 @@ static void eval_worker(void *ctx, int i, int tid)
         data_gather(j->ds, j->idx + lo, b, j->bx[tid], j->by[tid]);
         x = j->bx[tid];
         y = j->by[tid];
-    } else {
-        x = j->ds->x + lo * j->ds->sample_size;
+    } else { /* a contiguous range: float samples are used in place, 8-bit ones decoded */
+        x = data_rows(j->ds, lo, b, j->bx[tid]);
         y = j->ds->y + lo;
     }
     const float *z = nn_forward(j->m, j->ws[tid], x, (int)b, 0, 0);
@@ -295,15 +297,23 @@ int train_evaluate(const nn_model *m, nn_ws **ws, af_pool *pool, const data_data
     j->n = n;
     j->batch = nn_ws_max_batch(ws[0]);
     int rc = 0;
-    if (idx)
-        for (int t = 0; t < threads; t++) {
-            j->bx[t] = af_alloc(sizeof(float) * j->batch * ds->sample_size);
-            j->by[t] = af_alloc((size_t)j->batch);
-            if (!j->bx[t] || !j->by[t]) {
-                rc = af_seterr(AF_ENOMEM, "evaluate: out of memory");
-                goto done;
-            }
+    if (idx || ds->x8) { /* batch buffers, unless every batch is a slice of float samples */
+        /* One block for all threads, not one per thread: glibc then keeps it in the heap
+         * from call to call instead of handing it back and faulting it in again (measured on
+         * the 10k test images, 2 threads, batch 1000: 1,600 page faults per call with one
+         * block per thread, 100 with one block). */
+        const size_t fl = ((size_t)j->batch * ds->sample_size + 15) & ~(size_t)15;
+        j->bx_all = af_alloc(sizeof(float) * fl * (size_t)threads);
+        j->by_all = af_alloc((size_t)j->batch * (size_t)threads);
+        if (!j->bx_all || !j->by_all) {
+            rc = af_seterr(AF_ENOMEM, "evaluate: out of memory");
+            goto done;
         }
+        for (int t = 0; t < threads; t++) {
+            j->bx[t] = j->bx_all + (size_t)t * fl;
+            j->by[t] = j->by_all + (size_t)t * (size_t)j->batch;
+        }
+    }
     int jobs = (int)((n + (size_t)j->batch - 1) / (size_t)j->batch);
     if (!(j->loss = calloc((size_t)jobs + 1, sizeof(double)))) {
         rc = af_seterr(AF_ENOMEM, "evaluate: out of memory");
@@ -328,10 +338,8 @@ int train_evaluate(const nn_model *m, nn_ws **ws, af_pool *pool, const data_data
     out->loss = n ? loss / (double)n : 0.0;
     out->accuracy = n ? (double)hits / (double)n : 0.0;
 done:
-    for (int t = 0; t < threads; t++) {
-        af_free(j->bx[t]);
-        af_free(j->by[t]);
-    }
+    af_free(j->bx_all);
+    af_free(j->by_all);
     free(j->loss);
     free(j);
     return rc;

@@ -1,6 +1,7 @@
 /* test_dataset.c — tests for data/dataset: schemas, folder resolution (including
  * $ARTIFICIEN_DATA), loading small hand-written splits and the installed Fashion-MNIST, the
- * errors for missing or inconsistent files, and batch gathering.
+ * errors for missing or inconsistent files, and batch gathering — from float samples and from
+ * 8-bit samples, which must give bit-for-bit the same floats.
  */
 #include "../test.h"
 
@@ -227,17 +228,117 @@ TEST(dataset_gather_copies_samples_and_labels)
     CHECK_NEAR(first, expected_pixel(9, 0, 0) / 255.0, 1e-7);
 }
 
+/* The float each pixel must become: the expression the loader has always used. */
+static float norm_px(uint8_t p, float mean, float std)
+{
+    return (float)(((double)p / 255.0 - (double)mean) / (double)std);
+}
+
+TEST(dataset_u8_keeps_bytes_and_matches_float_bitwise)
+{
+    const float mean = 0.2860f, std = 0.3530f;
+    for (int gz = 0; gz < 2; gz++) {
+        const char *dir = t_tmpdir();
+        CHECK(put_split(dir, "train", 30, 5, 4, 3, gz) == 0);
+        for (size_t limit = 0; limit <= 11; limit += 11) { /* all 30, then the first 11 */
+            data_dataset *f = NULL, *q = NULL;
+            CHECK_EQ_INT(data_load_fashion_mnist(dir, 1, mean, std, limit, &f), 0);
+            CHECK_EQ_INT(data_load_fashion_mnist_u8(dir, 1, mean, std, limit, &q), 0);
+            if (!f || !q) {
+                data_dataset_free(f);
+                data_dataset_free(q);
+                return;
+            }
+            const size_t n = limit ? limit : 30, ss = 20;
+            CHECK_EQ_INT(q->n, n);
+            CHECK_EQ_INT(q->sample_size, ss);
+            CHECK(f->x && !f->x8);
+            CHECK(q->x8 && !q->x);
+            CHECK(memcmp(&f->schema, &q->schema, sizeof f->schema) == 0);
+            CHECK(memcmp(f->y, q->y, n) == 0);
+            int bytes_ok = 1, lut_ok = 1;
+            for (uint32_t i = 0; i < n; i++)
+                for (uint32_t j = 0; j < ss; j++)
+                    bytes_ok &= q->x8[i * ss + j] == expected_pixel(i, j, 3);
+            for (int p = 0; p < 256; p++) {
+                float want = norm_px((uint8_t)p, mean, std);
+                lut_ok &= memcmp(&q->lut[p], &want, sizeof want) == 0;
+            }
+            CHECK(bytes_ok);
+            CHECK(lut_ok);
+            /* every sample, as a range, is the normalised pixel (computed here, not through
+             * the loader) and the float loader's sample, bit for bit */
+            float rows[30 * 20];
+            const float *r = data_rows(q, 0, n, rows);
+            CHECK(r == rows);
+            int rows_ok = 1;
+            for (uint32_t i = 0; i < n; i++)
+                for (uint32_t j = 0; j < ss; j++) {
+                    float want = norm_px(expected_pixel(i, j, 3), mean, std);
+                    rows_ok &= memcmp(&r[i * ss + j], &want, sizeof want) == 0;
+                }
+            CHECK(rows_ok);
+            CHECK(memcmp(r, f->x, n * ss * sizeof(float)) == 0);
+            r = data_rows(q, 4, 3, rows);
+            CHECK(memcmp(r, f->x + 4 * ss, 3 * ss * sizeof(float)) == 0);
+            /* gathering any batch (sizes around the prefetch distance, repeats, the last
+             * sample) gives the same floats and labels from both */
+            const uint32_t idx[7] = {(uint32_t)n - 1, 0, 5, 5, 2, 9, 1};
+            for (size_t b = 0; b <= 7; b++) {
+                float xf[7 * 20], xq[7 * 20];
+                uint8_t yf[7], yq[7];
+                memset(xq, 0xff, sizeof xq);
+                data_gather(f, idx, b, xf, yf);
+                data_gather(q, idx, b, xq, yq);
+                CHECK_MSG(memcmp(xf, xq, b * ss * sizeof(float)) == 0, "batch of %zu differs", b);
+                CHECK(memcmp(yf, yq, b) == 0);
+                if (b < 7) /* nothing past the batch is written */
+                    CHECK(((const uint32_t *)xq)[b * ss] == 0xffffffffu);
+            }
+            data_dataset_free(f);
+            data_dataset_free(q);
+        }
+    }
+}
+
+TEST(dataset_rows_of_float_dataset_are_in_place)
+{
+    /* A view as the device library builds it: a zeroed struct with x and y set. */
+    float x[3 * 4];
+    uint8_t y[3] = {2, 0, 1};
+    for (int i = 0; i < 12; i++)
+        x[i] = (float)i * 0.5f - 1.0f;
+    data_dataset ds;
+    memset(&ds, 0, sizeof ds);
+    ds.n = 3;
+    ds.sample_size = 4;
+    ds.x = x;
+    ds.y = y;
+    CHECK(data_rows(&ds, 0, 3, NULL) == x);
+    CHECK(data_rows(&ds, 2, 1, NULL) == x + 8);
+    const uint32_t idx[2] = {2, 0};
+    float b[8];
+    uint8_t by[2];
+    data_gather(&ds, idx, 2, b, by);
+    CHECK(memcmp(b, x + 8, 4 * sizeof(float)) == 0 && memcmp(b + 4, x, 4 * sizeof(float)) == 0);
+    CHECK(by[0] == 1 && by[1] == 2);
+}
+
 /* Loads into ds expecting failure `code`, a NULL result, and each needle in the message. */
 static int expect_fail(const char *where, int train, int code, const char *n1, const char *n2)
 {
-    data_dataset *ds = (data_dataset *)&ds; /* anything but NULL */
-    int rc = data_load_fashion_mnist(where, train, 0.0f, 1.0f, 0, &ds);
-    const char *m = af_errmsg();
-    if (rc != code || ds != NULL || (n1 && !strstr(m, n1)) || (n2 && !strstr(m, n2))) {
-        printf("    rc %d (want %d), message '%s'\n", rc, code, m);
-        if (rc == 0)
-            data_dataset_free(ds);
-        return 0;
+    for (int u8 = 0; u8 < 2; u8++) { /* both loaders: the float one and the 8-bit one */
+        data_dataset *ds = (data_dataset *)&ds; /* anything but NULL */
+        int rc = u8 ? data_load_fashion_mnist_u8(where, train, 0.0f, 1.0f, 0, &ds)
+                    : data_load_fashion_mnist(where, train, 0.0f, 1.0f, 0, &ds);
+        const char *m = af_errmsg();
+        if (rc != code || ds != NULL || (n1 && !strstr(m, n1)) || (n2 && !strstr(m, n2))) {
+            printf("    %s loader: rc %d (want %d), message '%s'\n", u8 ? "8-bit" : "float", rc,
+                   code, m);
+            if (rc == 0)
+                data_dataset_free(ds);
+            return 0;
+        }
     }
     return 1;
 }
@@ -307,6 +408,8 @@ TEST(dataset_rejects_bad_normalisation)
 {
     data_dataset *ds = NULL;
     CHECK_EQ_INT(data_load_fashion_mnist("fashion-mnist", 0, 0.5f, 0.0f, 10, &ds), AF_EINVAL);
+    CHECK(ds == NULL);
+    CHECK_EQ_INT(data_load_fashion_mnist_u8("fashion-mnist", 0, 0.5f, 0.0f, 10, &ds), AF_EINVAL);
     CHECK(ds == NULL);
     CHECK_EQ_INT(data_load_fashion_mnist("fashion-mnist", 0, 0.5f, -1.0f, 10, &ds), AF_EINVAL);
     CHECK_EQ_INT(data_load_fashion_mnist("fashion-mnist", 0, NAN, 1.0f, 10, &ds), AF_EINVAL);
@@ -427,8 +530,10 @@ TEST(dataset_loads_installed_fashion_mnist_train_split_fast)
     const float mean = 0.2860f, std = 0.3530f;
     data_dataset *ds = NULL;
     double t0 = cpu_seconds();
-    CHECK_EQ_INT(data_load_fashion_mnist(FMNIST_DIR, 1, mean, std, 0, &ds), 0);
+    CHECK_EQ_INT(data_load_fashion_mnist_u8(FMNIST_DIR, 1, mean, std, 0, &ds), 0);
     double dt = cpu_seconds() - t0;
+    if (!ds)
+        return;
     CHECK_EQ_INT(ds->n, 60000);
     CHECK_EQ_INT(ds->sample_size, 784);
     const uint8_t first[5] = {9, 0, 0, 3, 0};
@@ -436,9 +541,13 @@ TEST(dataset_loads_installed_fashion_mnist_train_split_fast)
     /* Normalised with the training statistics: mean ~0, std ~1 over the whole split. */
     double s = 0, s2 = 0;
     size_t total = ds->n * ds->sample_size;
-    for (size_t i = 0; i < total; i++) {
-        s += ds->x[i];
-        s2 += (double)ds->x[i] * ds->x[i];
+    static float rows[1000 * 784];
+    for (size_t lo = 0; lo < ds->n; lo += 1000) {
+        const float *x = data_rows(ds, lo, 1000, rows);
+        for (size_t i = 0; i < 1000 * 784; i++) {
+            s += x[i];
+            s2 += (double)x[i] * x[i];
+        }
     }
     size_t hist[10] = {0};
     for (size_t i = 0; i < ds->n; i++)
@@ -452,4 +561,47 @@ TEST(dataset_loads_installed_fashion_mnist_train_split_fast)
         CHECK_EQ_INT(hist[c], 6000);
     CHECK_MSG(dt < LOAD_BUDGET_S, "loading 60k training images took %.2f s of CPU (budget %.1f s)",
               dt, LOAD_BUDGET_S);
+}
+
+TEST(dataset_installed_train_split_u8_equals_float)
+{
+    /* The whole 60k split: the 8-bit dataset's rows, its shuffled batches and its labels are
+     * bit for bit those of the float dataset (the storage every command used to load). */
+    const float mean = 0.2860f, std = 0.3530f;
+    data_dataset *f = NULL, *q = NULL;
+    CHECK_EQ_INT(data_load_fashion_mnist(FMNIST_DIR, 1, mean, std, 0, &f), 0);
+    CHECK_EQ_INT(data_load_fashion_mnist_u8(FMNIST_DIR, 1, mean, std, 0, &q), 0);
+    if (!f || !q) {
+        data_dataset_free(f);
+        data_dataset_free(q);
+        return;
+    }
+    CHECK_EQ_INT(q->n, f->n);
+    static float rows[1000 * 784], bf[100 * 784], bq[100 * 784];
+    int rows_ok = 1, batch_ok = 1, ref_ok = 1;
+    for (size_t lo = 0; lo < q->n; lo += 1000) {
+        const float *r = data_rows(q, lo, 1000, rows);
+        rows_ok &= memcmp(r, data_rows(f, lo, 1000, NULL), sizeof(float) * 1000 * 784) == 0;
+        /* the scalar reference, independent of the loader's vectorised lookup */
+        for (size_t k = 0; k < 1000 * 784; k++)
+            ref_ok &= memcmp(&r[k], &q->lut[q->x8[lo * 784 + k]], sizeof(float)) == 0;
+    }
+    uint32_t idx[100];
+    uint8_t yf[100], yq[100];
+    uint64_t h = 1;
+    for (int rep = 0; rep < 50; rep++) {
+        for (int i = 0; i < 100; i++) {
+            h = h * 6364136223846793005ull + 1442695040888963407ull;
+            idx[i] = (uint32_t)((h >> 33) % q->n);
+        }
+        data_gather(f, idx, 100, bf, yf);
+        data_gather(q, idx, 100, bq, yq);
+        batch_ok &= memcmp(bf, bq, sizeof bf) == 0 && memcmp(yf, yq, 100) == 0;
+    }
+    CHECK(memcmp(f->y, q->y, q->n) == 0);
+    data_dataset_free(f);
+    data_dataset_free(q);
+    CHECK(rows_ok);
+    CHECK(ref_ok);
+    CHECK(batch_ok);
 }
