@@ -5,12 +5,15 @@
 # one shard of a Dirichlet(0.5) split of Fashion-MNIST, prints a line per round, pulls the
 # trained model and evaluates it on the test set. Everything it starts is stopped on exit
 # (trap), whatever happens; every wait is bounded. Env: DEMO_WORKERS, DEMO_ROUNDS, DEMO_KEEP=1
-# (keep the temporary folder with the database and the logs).
+# (keep the temporary folder with the database and the logs), DEMO_SECAGG=1 (the rounds run
+# with secure aggregation: the coordinator only ever sees sums of masked updates).
 set -u
 BUILD=${1:-build}
 BIN=$BUILD/artificien
 WORKERS=${DEMO_WORKERS:-20}
 ROUNDS=${DEMO_ROUNDS:-10}
+SECAGG=""
+[ "${DEMO_SECAGG:-0}" = 1 ] && SECAGG=', "secagg": true' 
 PY=python3
 [ -x "$BIN" ] || { echo "demo: $BIN not built (run make)" >&2; exit 1; }
 dir=$(mktemp -d "${TMPDIR:-/tmp}/artificien-demo.XXXXXX")
@@ -69,7 +72,7 @@ echo "== owner and project"
 cat >"$dir/plan.json" <<EOF
 {"strategy": "fedavg", "rounds": $ROUNDS, "devices_per_round": 10, "min_reports": 8,
  "over_selection": 1.3, "round_deadline_s": 60, "local_epochs": 1, "batch": 10,
- "optimizer": "sgd", "lr": 0.05, "dataset": "fashion-mnist"}
+ "optimizer": "sgd", "lr": 0.05, "dataset": "fashion-mnist"$SECAGG}
 EOF
 id=$("$BIN" project create --server "$url" --key-file "$dir/owner.key" \
     --model models/fashion_cnn.json --plan "$dir/plan.json" --name fashion-cnn-demo) ||
