@@ -49,6 +49,8 @@
  *
  * Threads: one client is used by one thread at a time (artificien_client_stop excepted).
  * Memory: the data arrays stay the app's and must outlive the client; nothing is copied.
+ * Images can stay as bytes: set x8 (the pixels) and lut (what each byte means) instead of x,
+ * a quarter of the memory for bit for bit the same training (artificien_data below).
  */
 #ifndef ARTIFICIEN_CLIENT_H
 #define ARTIFICIEN_CLIENT_H
@@ -74,11 +76,19 @@ extern "C" {
 #define ARTIFICIEN_ENET (-10)     /* network failure, timeout, HTTP 5xx */
 
 /* The device's local data: a schema and samples in the app's memory (not copied).
- * Samples 0..n-1 are rows of x (channels·height·width floats each, normalised the way the
- * project expects — Fashion-MNIST: (pixel/255 − 0.2860)/0.3530) with labels y[i] < classes.
- * Training uses train[0..n_train) and evaluation heldout[0..n_heldout) (indices into x/y);
- * when train is NULL the first n − n_heldout samples train, and when heldout is NULL the last
- * n_heldout samples are held out. */
+ * Samples 0..n-1 are held one of two ways, exactly one of x and x8 set:
+ *   x    rows of channels·height·width floats, normalised the way the project expects
+ *        (Fashion-MNIST: (pixel/255 − 0.2860)/0.3530);
+ *   x8   rows of channels·height·width bytes (an 8-bit image as stored), with lut the 256
+ *        floats the bytes stand for: byte p is the normalised value lut[p]. A quarter of the
+ *        memory of x; training reads lut[x8[k]] as it gathers a batch, so the numbers (the
+ *        update, the losses) are bit for bit those of x filled with lut[x8[k]]. lut is
+ *        copied at artificien_client_create; x8 is read in place.
+ * Labels are y[i] < classes. Training uses train[0..n_train) and evaluation
+ * heldout[0..n_heldout) (indices into the samples); when train is NULL the first
+ * n − n_heldout samples train, and when heldout is NULL the last n_heldout samples are held
+ * out. Fields added later go last, so an app that fills the struct by name or in order keeps
+ * compiling. */
 typedef struct artificien_data {
     const char *name;        /* dataset schema name the projects target: "fashion-mnist" */
     int tabular;             /* 0: image (channels, height, width); 1: named numeric attributes
@@ -92,14 +102,19 @@ typedef struct artificien_data {
     size_t n_train;
     const uint32_t *heldout;
     size_t n_heldout;
+    const uint8_t *x8;       /* instead of x: n × channels·height·width bytes */
+    const float *lut;        /* with x8 (required): 256 floats, the value of each byte */
 } artificien_data;
 
 /* Files instead of arrays: loads the training split of an IDX dataset of the MNIST family
  * (train-images-idx3-ubyte[.gz] and train-labels-idx1-ubyte[.gz] in folder `where`, or
- * "fashion-mnist" for the installed one), normalised as above, holding out the last
- * heldout_frac (in [0, 1)) of it. The schema is Fashion-MNIST's (name "fashion-mnist", 10
- * classes): set (*out)->name for another dataset of the family. *out owns its arrays: free
- * with artificien_data_free (only for data from this function).
+ * "fashion-mnist" for the installed one) as 8-bit samples: x8 holds the pixels as read, lut
+ * the Fashion-MNIST normalisation above, and x is NULL (60,000 28×28 images take 47 MB, not
+ * 188). The last heldout_frac (in [0, 1)) of it is held out. The schema is Fashion-MNIST's
+ * (name "fashion-mnist", 10 classes): set (*out)->name for another dataset of the family.
+ * *out owns its arrays: free with artificien_data_free (only for data from this function).
+ * API note: before 8-bit storage this function filled x with floats; an app that read
+ * d->x[k] now reads d->lut[d->x8[k]], the same float.
  * 0 or ARTIFICIEN_ENOTFOUND/EIO/EFORMAT/ERANGE/ENOMEM with a message naming the file. */
 int artificien_data_load(const char *where, double heldout_frac, artificien_data **out);
 void artificien_data_free(artificien_data *d);

@@ -18,7 +18,6 @@
 #include "core/mem.h"
 #include "core/timer.h"
 #include "data/dataset.h"
-#include "data/idx.h"
 #include "data/partition.h"
 
 static artificien_client *volatile g_client;
@@ -33,9 +32,11 @@ static void on_signal(int sig)
         artificien_client_stop(g_client);
 }
 
-/* The device's shard, compacted: its training samples first, then its held-out ones. */
+/* The device's shard, compacted: its training samples first, then its held-out ones, as the
+ * image file's bytes with the loader's table (lut[p] = the normalised float of byte p). */
 typedef struct shard {
-    float *x;
+    uint8_t *x8;
+    float lut[256];
     uint8_t *y;
     size_t n, n_train, n_heldout;
     int h, w;
@@ -43,50 +44,29 @@ typedef struct shard {
 
 static void shard_free(shard *s)
 {
-    af_free(s->x);
+    af_free(s->x8);
     af_free(s->y);
 }
 
-static int read_idx_file(const char *dir, const char *name, idx_array *a)
-{
-    char path[4200];
-    snprintf(path, sizeof path, "%s/%s.gz", dir, name);
-    FILE *f = fopen(path, "rb");
-    if (f)
-        fclose(f);
-    else
-        snprintf(path, sizeof path, "%s/%s", dir, name);
-    return idx_read(path, a);
-}
-
-/* Reads only the labels to partition, then gathers device `dev`'s images from the uint8
- * file (a worker never holds the whole split as floats: ~50 MB peak instead of ~190 MB).
+/* Loads the split as bytes (data_load_fashion_mnist_u8: the engine's normalisation table, so
+ * device I here gathers the floats device I of `artificien sim` gathers), partitions its
+ * labels and copies device `dev`'s rows out; the whole split is held only while loading
+ * (~50 MB peak, then the shard: 784 bytes an image, not 3,136 as floats).
  * max_train > 0 keeps only the first max_train training samples of the shard (and held-out
  * samples in the --heldout proportion). */
 static int load_shard(const char *where, const char *spec, size_t dev, size_t n_dev,
                       uint64_t seed, double heldout, size_t max_train, shard *s)
 {
     memset(s, 0, sizeof *s);
-    char dir[4096];
-    idx_array img = {0}, lab = {0};
+    data_dataset *ds = NULL;
     data_partition *p = NULL;
-    int rc = data_resolve_dir(where, dir, sizeof dir);
-    if (rc || (rc = read_idx_file(dir, "train-labels-idx1-ubyte", &lab)) ||
-        (rc = read_idx_file(dir, "train-images-idx3-ubyte", &img)))
+    int rc = data_load_fashion_mnist_u8(where, 1, 0.2860f, 0.3530f, 0, &ds);
+    if (rc)
         goto done;
-    if (lab.ndim != 1 || img.ndim != 3 || img.dims[0] != lab.dims[0]) {
-        rc = af_seterr(AF_EFORMAT, "%s: expected N labels and N×H×W images", dir);
-        goto done;
-    }
-    for (size_t i = 0; i < lab.count; i++)
-        if (lab.data[i] >= 10) {
-            rc = af_seterr(AF_EFORMAT, "%s: label %u at %zu is out of range (0..9)", dir, lab.data[i], i);
-            goto done;
-        }
     data_partition_opts po;
     data_partition_opts_default(&po);
     po.heldout_frac = heldout;
-    if ((rc = data_partition_create(lab.data, lab.count, 10, n_dev, spec, seed, &po, &p)))
+    if ((rc = data_partition_create(ds->y, ds->n, 10, n_dev, spec, seed, &po, &p)))
         goto done;
     size_t nt, nh;
     const uint32_t *tr = data_partition_train(p, dev, &nt);
@@ -96,25 +76,20 @@ static int load_shard(const char *where, const char *spec, size_t dev, size_t n_
         nt = max_train;
         nh = keep < nh ? keep : nh;
     }
-    size_t na = nt + nh;
-    s->h = (int)img.dims[1];
-    s->w = (int)img.dims[2];
-    size_t ss = (size_t)s->h * s->w;
-    s->x = af_alloc(sizeof(float) * na * ss);
+    size_t na = nt + nh, ss = ds->sample_size;
+    s->h = ds->schema.h;
+    s->w = ds->schema.w;
+    s->x8 = af_alloc(na * ss);
     s->y = af_alloc(na);
-    if (!s->x || !s->y) {
+    if (!s->x8 || !s->y) {
         rc = af_seterr(AF_ENOMEM, "shard: out of memory for %zu samples", na);
         goto done;
     }
-    float lut[256]; /* the normalisation of data_load_fashion_mnist: (p/255 − mean)/std */
-    for (int v = 0; v < 256; v++)
-        lut[v] = (float)(((double)v / 255.0 - 0.2860) / 0.3530);
+    memcpy(s->lut, ds->lut, sizeof s->lut);
     for (size_t i = 0; i < na; i++) {
         uint32_t k = i < nt ? tr[i] : ho[i - nt];
-        const uint8_t *src = img.data + (size_t)k * ss;
-        for (size_t j = 0; j < ss; j++)
-            s->x[i * ss + j] = lut[src[j]];
-        s->y[i] = lab.data[k];
+        memcpy(s->x8 + i * ss, ds->x8 + (size_t)k * ss, ss);
+        s->y[i] = ds->y[k];
     }
     s->n = na;
     s->n_train = nt;
@@ -123,8 +98,7 @@ done:
     if (rc)
         shard_free(s);
     data_partition_free(p);
-    idx_free(&img);
-    idx_free(&lab);
+    data_dataset_free(ds);
     return rc;
 }
 
@@ -294,7 +268,8 @@ int cmd_worker(int argc, char **argv)
                s.n_train, s.n_heldout, partition, (unsigned long long)seed, af_now() - t0);
     fflush(stdout);
     artificien_data d = {.name = "fashion-mnist", .channels = 1, .height = s.h, .width = s.w,
-                         .classes = 10, .x = s.x, .y = s.y, .n = s.n, .n_heldout = s.n_heldout};
+                         .classes = 10, .x8 = s.x8, .lut = s.lut, .y = s.y, .n = s.n,
+                         .n_heldout = s.n_heldout};
     artificien_config cfg;
     artificien_config_init(&cfg);
     cfg.server = server;

@@ -892,7 +892,8 @@ int artificien_data_load(const char *where, double heldout_frac, artificien_data
     owned_data *o = calloc(1, sizeof *o);
     if (!o)
         return af_seterr(AF_ENOMEM, "data: out of memory");
-    int rc = data_load_fashion_mnist(where, 1, 0.2860f, 0.3530f, 0, &o->ds);
+    /* bytes and their table, not floats: a quarter of the memory for the same numbers */
+    int rc = data_load_fashion_mnist_u8(where, 1, 0.2860f, 0.3530f, 0, &o->ds);
     if (rc) {
         free(o);
         return rc;
@@ -904,7 +905,8 @@ int artificien_data_load(const char *where, double heldout_frac, artificien_data
     o->d.height = ds->schema.h;
     o->d.width = ds->schema.w;
     o->d.classes = ds->schema.n_classes;
-    o->d.x = ds->x;
+    o->d.x8 = ds->x8;
+    o->d.lut = ds->lut;
     o->d.y = ds->y;
     o->d.n = ds->n;
     o->d.n_heldout = (size_t)llround(heldout_frac * (double)ds->n);

@@ -306,8 +306,19 @@ int client_data_view_init(const artificien_data *d, client_data_view *v)
         return af_seterr(AF_EINVAL, "data: tabular data has channels = height = 1, width = attributes");
     if (d->classes < 2 || d->classes > DATA_MAX_CLASSES)
         return af_seterr(AF_EINVAL, "data.classes: need 2..%d, got %d", DATA_MAX_CLASSES, d->classes);
-    if (!d->x || !d->y || d->n == 0 || d->n > UINT32_MAX)
-        return af_seterr(AF_EINVAL, "data: x, y and n >= 1 are required");
+    if (!d->x && !d->x8)
+        return af_seterr(AF_EINVAL, "data: samples are required: x (floats) or x8 with lut (bytes)");
+    if (d->x && d->x8)
+        return af_seterr(AF_EINVAL, "data.x8: set x (floats) or x8 (bytes), not both");
+    if (d->x8 && !d->lut)
+        return af_seterr(AF_EINVAL, "data.lut: required with data.x8 (256 floats, the value of each byte)");
+    if (d->x && d->lut)
+        return af_seterr(AF_EINVAL, "data.lut: only used with data.x8; data.x holds floats already");
+    for (int p = 0; d->lut && p < 256; p++)
+        if (!isfinite(d->lut[p]))
+            return af_seterr(AF_EINVAL, "data.lut[%d]: %g is not a finite number", p, (double)d->lut[p]);
+    if (!d->y || d->n == 0 || d->n > UINT32_MAX)
+        return af_seterr(AF_EINVAL, "data: y and n >= 1 are required");
     size_t n_train = d->train ? d->n_train : (d->n_heldout < d->n ? d->n - d->n_heldout : 0);
     if (n_train == 0)
         return af_seterr(AF_EINVAL, "data: no training samples (n %zu, n_heldout %zu)", d->n, d->n_heldout);
@@ -349,7 +360,12 @@ int client_data_view_init(const artificien_data *d, client_data_view *v)
     s->n_classes = d->classes;
     v->ds.n = d->n;
     v->ds.sample_size = (size_t)d->channels * d->height * d->width;
-    v->ds.x = (float *)d->x;   /* read only: the engine never writes a dataset's samples */
+    /* read only: the engine never writes a dataset's samples, and the view is never
+     * data_dataset_free'd, so the app's x / x8 / y are not freed either */
+    v->ds.x = (float *)d->x;
+    v->ds.x8 = (uint8_t *)d->x8;
+    if (d->x8)
+        memcpy(v->ds.lut, d->lut, sizeof v->ds.lut);
     v->ds.y = (uint8_t *)d->y;
     return 0;
 }

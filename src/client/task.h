@@ -85,18 +85,19 @@ typedef struct client_task {
 int client_task_parse(const cJSON *task, client_task *out);
 void client_task_clear(client_task *t);
 
-/* The data as the engine sees it: a dataset view over the app's arrays (nothing copied) and
- * resolved train/held-out index lists. idx_owned is the malloc'd block behind any list the
- * app left NULL (client_data_view_clear frees it). */
+/* The data as the engine sees it: a dataset view over the app's arrays (nothing copied but
+ * the 1 KiB byte table) and resolved train/held-out index lists. idx_owned is the malloc'd
+ * block behind any list the app left NULL (client_data_view_clear frees it). */
 typedef struct client_data_view {
-    data_dataset ds;           /* x/y point into the app's arrays: never data_dataset_free it */
+    data_dataset ds;           /* x or x8, and y, point into the app's arrays (lut is a copy
+                                  of the app's table): never data_dataset_free it */
     const uint32_t *train, *heldout;
     size_t n_train, n_heldout;
     uint32_t *idx_owned;
 } client_data_view;
 
-/* Checks d (shape, classes, counts, indices < n) and builds the view. 0 or AF_EINVAL naming
- * "data.FIELD". */
+/* Checks d (shape, classes, counts, indices < n; exactly one of x and x8, lut with x8 only
+ * and finite) and builds the view. 0 or AF_EINVAL naming "data.FIELD". */
 int client_data_view_init(const artificien_data *d, client_data_view *v);
 void client_data_view_clear(client_data_view *v);
 

@@ -57,8 +57,8 @@ int data_load_fashion_mnist_u8(const char *where, int train, float mean, float s
 
 /* The same split as data_load_fashion_mnist_u8, with the samples expanded once into the float
  * buffer x (4× the memory, bit-for-bit the floats the 8-bit dataset gathers). For callers
- * that must hand out one float array (the device library's artificien_data_load, benchmarks
- * that feed x to the network directly); everything else loads 8-bit. */
+ * that need one float array (benchmarks that feed x to the network directly, tests comparing
+ * float and 8-bit storage); everything else loads 8-bit. */
 int data_load_fashion_mnist(const char *where, int train, float mean, float std, size_t limit,
                             data_dataset **out);
 

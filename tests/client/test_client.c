@@ -573,8 +573,10 @@ TEST(client_data_load_reads_idx_files)
     CHECK_EQ_INT(d->n_heldout, 5);
     CHECK(d->channels == 1 && d->height == 28 && d->width == 28 && d->classes == 10);
     CHECK_EQ_INT(d->y[13], 3);
-    /* (p/255 − 0.2860)/0.3530 for p = 130 */
-    CHECK_NEAR(d->x[13 * 784 + 5], (130 / 255.0 - 0.2860) / 0.3530, 1e-6);
+    /* 8-bit samples: the pixels as read, and the table (p/255 − 0.2860)/0.3530 */
+    CHECK(d->x == NULL && d->x8 != NULL && d->lut != NULL);
+    CHECK_EQ_INT(d->x8[13 * 784 + 5], 130);
+    CHECK_NEAR(d->lut[d->x8[13 * 784 + 5]], (130 / 255.0 - 0.2860) / 0.3530, 1e-6);
     /* and the client takes it */
     client_data_view v;
     CHECK(client_data_view_init(d, &v) == 0);
