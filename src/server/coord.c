@@ -2701,10 +2701,19 @@ static void stream_release(void *ctx, srv_upload *up)
     pthread_mutex_unlock(&c->mu);
 }
 
+/* How long past its attempt's deadline an upload that began in time may still stream in:
+ * a quarter of round_deadline_s, at least 5 s, at most 5 minutes. */
+static double upload_grace(const proj *p)
+{
+    double g = 0.25 * p->plan.round_deadline_s;
+    return g < 5 ? 5 : g > 300 ? 300 : g;
+}
+
 int srv_coord_report_begin(srv_coord *c, const srv_principal *who, int64_t id, int round,
-                           size_t body_len, srv_upload **up, srv_reply *r)
+                           size_t body_len, srv_upload **up, double *cut_at, srv_reply *r)
 {
     *up = NULL;
+    *cut_at = 0;
     pthread_mutex_lock(&c->mu);
     proj *p = find_proj(c, id);
     if (p)
@@ -2721,6 +2730,7 @@ int srv_coord_report_begin(srv_coord *c, const srv_principal *who, int64_t id, i
             st = r->status;
         } else {
             p->streaming++; /* from here the attempt waits for this upload's conclusion */
+            *cut_at = p->round.deadline_at + upload_grace(p);
         }
     }
     pthread_mutex_unlock(&c->mu);

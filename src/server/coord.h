@@ -109,9 +109,12 @@ typedef struct srv_upload srv_upload;
  * `round` of project id now and opens a streaming upload (upload.h) for the body of
  * body_len bytes (the Content-Length; 0 when unknown). 0 and *up
  * (the caller feeds it with srv_upload_feed and frees it), else the refusal status with r
- * filled (404, 403, 409 late/duplicate, 500). */
+ * filled (404, 403, 409 late/duplicate, 500). *cut_at (Unix seconds) is when the caller must
+ * drop a body still arriving: the attempt's deadline plus a grace (a quarter of
+ * round_deadline_s, 5 s to 5 min), since an upload in progress holds its attempt open and a
+ * device trickling bytes must not hold it forever. */
 int srv_coord_report_begin(srv_coord *c, const srv_principal *who, int64_t id, int round,
-                           size_t body_len, srv_upload **up, srv_reply *r);
+                           size_t body_len, srv_upload **up, double *cut_at, srv_reply *r);
 /* The body has ended: finishes the validation, re-checks the round's state, appends the
  * update to the attempt's log (from memory, or from the upload's spool file), folds it into
  * the round's accumulator and, when it is the last report in flight of an attempt at its

@@ -87,12 +87,24 @@ typedef struct req {
     char version[32];         /* a checkpoint version, or a secure-aggregation step */
     srv_principal who;
     srv_upload *up;           /* a report's body streams into it */
+    double cut_at;            /* Unix time past which a report still streaming is dropped */
     char *body;
     size_t len, cap;
     int overflow;
     int responded;
     double t0;
 } req;
+
+/* Idle seconds after which a report's connection is closed (others: 120). */
+#define REPORT_IDLE_S 30
+
+/* Unix time (the clock of round deadlines). */
+static double wall_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
 
 /* ---- routing ------------------------------------------------------------------------------------ */
 
@@ -331,9 +343,14 @@ static int first_call(srv_server *s, struct MHD_Connection *conn, const char *me
                    ? srv_reply_error(r, 400, "bad_message", "empty body: expected a masked input")
                    : srv_reply_error(r, 400, "bad_safetensors", "empty body: expected a "
                                                                 "safetensors file");
-    if (q->route == RT_REPORT) /* streamed: no body buffer */
-        return srv_coord_report_begin(s->coord, &q->who, q->project, q->round,
-                                      te ? 0 : (size_t)declared, &q->up, r);
+    if (q->route == RT_REPORT) { /* streamed: no body buffer */
+        int st = srv_coord_report_begin(s->coord, &q->who, q->project, q->round,
+                                        te ? 0 : (size_t)declared, &q->up, &q->cut_at, r);
+        /* a stalled upload holds its round open: idle report connections close sooner */
+        if (!st)
+            MHD_set_connection_option(conn, MHD_CONNECTION_OPTION_TIMEOUT, REPORT_IDLE_S);
+        return st;
+    }
     /* one allocation of the declared size (up to 4 MiB; bigger bodies grow as they arrive,
      * so a large Content-Length alone reserves little): no regrowth for an update */
     size_t first = declared < ((size_t)4 << 20) ? (size_t)declared : (size_t)4 << 20;
@@ -447,6 +464,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         if (q->responded || q->overflow || routes[q->route].body == BODY_NONE)
             return MHD_YES;
         if (q->up) { /* a report: validated and spooled as it arrives */
+            if (q->cut_at > 0 && wall_now() > q->cut_at) {
+                /* still arriving well past its round's deadline: drop the connection (the
+                 * upload is released and taken back out of the round's sums) */
+                af_log(AF_LOG_WARN, "upload_cut", "project=%lld round=%d device=%lld bytes=%zu "
+                                                  "reason=\"past the round's deadline\"",
+                       (long long)q->project, q->round, (long long)q->who.id, q->len);
+                return MHD_NO;
+            }
             q->len += n;
             if (q->len > s->max_body)
                 q->overflow = 1;
