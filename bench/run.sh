@@ -40,4 +40,5 @@ python3 bench/report.py "$OUT"
 # unmask (~5 s); 500 devices: docs/privacy.md §3.6
 [ -x "$BUILD/bench-secagg-http" ] && "$BUILD/bench-secagg-http" --devices 100 --dropout 0,0.1 \
     --deadline 20 --json "$OUT/secagg_http.json"
+[ -f bench/flower.sh ] && sh bench/flower.sh "$BUILD"
 exit 0
