@@ -2486,7 +2486,7 @@ void srv_coord_checkin(srv_coord *c, const srv_principal *who, const cJSON *body
                            bool_false(cond, "unmetered")));
     pthread_mutex_lock(&c->mu);
     double now = store_now();
-    int running = 0, done = 0, fits = 0;
+    int running = 0, done = 0, fits = 0, reported = 0;
     proj *chosen = NULL;
     for (int i = 0; !chosen && i < c->n_projects; i++) {
         proj *p = c->projects[i];
@@ -2525,6 +2525,7 @@ void srv_coord_checkin(srv_coord *c, const srv_principal *who, const cJSON *body
                 chosen = p;
                 break;
             }
+            reported |= st == DEV_REPORTED;
             if (st != DEV_NONE || p->round.selected >= srv_plan_quota(&p->plan) ||
                 (p->sa ? p->sa->phase != SA_ADVERTISE || now >= p->sa->ends[SA_ADVERTISE]
                        : closing(p, now)))
@@ -2593,7 +2594,10 @@ void srv_coord_checkin(srv_coord *c, const srv_principal *who, const cJSON *body
                              : !fits  ? "caps"
                                       : "round_full";
         int full = strcmp(reason, "round_full") == 0;
-        double wait = jitter(c, full ? 2 * c->cfg.retry_after_s : c->cfg.retry_after_s);
+        /* a device whose report is in the open round is likely wanted by the next one, which
+         * opens as soon as this one commits: it comes back sooner than an idle device */
+        double wait = jitter(c, full ? (reported ? 0.5 : 2) * c->cfg.retry_after_s
+                                     : c->cfg.retry_after_s);
         cJSON *j = cJSON_CreateObject();
         if (j && (!cJSON_AddStringToObject(j, "action", "wait") ||
                   !cJSON_AddNumberToObject(j, "retry_after", wait) ||

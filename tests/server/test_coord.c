@@ -242,3 +242,50 @@ TEST(coord_memory_estimate_is_the_device_library_s)
     CHECK_NEAR(srv_plan_seconds(m, &sp, 1000, 4e9), 3 * m->flops_fwd * 1000 * 2 / 4e9, 1e-12);
     nn_model_free(m);
 }
+
+/* The wait a check-in is told (NAN unless the answer is a wait for `reason`). */
+static double wait_of(const ts_server *t, const char *dev, const char *reason)
+{
+    ts_resp r;
+    double w = NAN;
+    if (ts_post_json(t->url, "/v1/checkin", dev, "{}", &r) == 0 && r.status == 200) {
+        cJSON *j = ts_json(&r);
+        const cJSON *why = cJSON_GetObjectItem(j, "reason");
+        if (cJSON_IsString(why) && strcmp(why->valuestring, reason) == 0)
+            w = cJSON_GetObjectItem(j, "retry_after")->valuedouble;
+        cJSON_Delete(j);
+    }
+    ts_resp_free(&r);
+    return w;
+}
+
+TEST(coord_pace_steering_brings_reported_devices_back_sooner)
+{
+    ts_server t;
+    char key[80], dev[3][80];
+    CHECK(start(&t, key) == 0); /* retry_after base 5 s */
+    CHECK(ts_project(&t, key, TS_TOY_SPEC, "{\"rounds\":3,\"devices_per_round\":2,"
+                                           "\"min_reports\":2,\"over_selection\":1,"
+                                           "\"round_deadline_s\":60,\"dataset\":\"toy\"}") == 1);
+    for (int k = 0; k < 3; k++)
+        CHECK(ts_device(&t, TS_TOY_SCHEMA, dev[k], NULL) == 0);
+    CHECK_EQ_INT(ts_checkin(&t, dev[0], NULL, NULL, NULL), 1);
+    CHECK_EQ_INT(ts_checkin(&t, dev[1], NULL, NULL, NULL), 1);
+    nn_model *m = NULL;
+    CHECK(nn_model_from_json(TS_TOY_SPEC, "toy", NULL, &m) == 0);
+    float d[15] = {0.25f};
+    const char *keys[] = {"attempt", "num_samples"}, *vals[] = {"1", "3"};
+    uint8_t *u;
+    size_t len;
+    CHECK(ts_update(m, d, keys, vals, 2, &u, &len) == 0);
+    ts_resp r;
+    CHECK(ts_report(&t, dev[0], 1, 1, u, len, &r) == 0 && r.status == 200);
+    ts_resp_free(&r);
+    /* the round is full: an outsider waits 2 × 5 s, the device that reported 0.5 × 5 s (±20 %) */
+    double outsider = wait_of(&t, dev[2], "round_full"), reporter = wait_of(&t, dev[0], "round_full");
+    CHECK_MSG(outsider >= 8 && outsider <= 12, "%g", outsider);
+    CHECK_MSG(reporter >= 2 && reporter <= 3, "%g", reporter);
+    free(u);
+    nn_model_free(m);
+    ts_stop(&t);
+}
