@@ -91,7 +91,7 @@ while [ $i -lt "$WORKERS" ]; do
 done
 
 echo "== rounds"
-printf '%5s %8s %8s %11s %15s %8s\n' round attempts reports train_loss "fed. eval acc" "time s"
+printf '%5s %8s %8s %11s %15s %17s %8s\n' round attempts reports train_loss "fed. eval acc" "worst 10% device" "time s"
 shown=0
 deadline=$((t0 + 900))
 while :; do
@@ -108,7 +108,9 @@ for r in done[shown:]:
     tries = sum(1 for x in s["rounds"] if x["number"] == r["number"])
     acc = "%.4f" % r["eval_accuracy"] if r.get("eval_accuracy") is not None else "-"
     tl = "%.4f" % r["train_loss"] if r.get("train_loss") is not None else "-"
-    print("%5d %8d %8d %11s %15s %8s" % (r["number"], tries, r["reports"], tl, acc, t))
+    da = r.get("device_accuracy")
+    p10 = "%.4f" % da["p10"] if da else "-"
+    print("%5d %8d %8d %11s %15s %17s %8s" % (r["number"], tries, r["reports"], tl, acc, p10, t))
 print("STATE %d %s" % (len(done), s["status"]))
 ' "$shown" "$(elapsed)") || fail "cannot read the project status"
         printf '%s\n' "$out" | grep -v '^STATE'
@@ -118,7 +120,8 @@ print("STATE %d %s" % (len(done), s["status"]))
     fi
     sleep 1
 done
-echo "(fed. eval acc: the round's received model on the devices' held-out data)"
+echo "(fed. eval acc: the round's received model on the devices' held-out data, pooled;"
+echo " worst 10% device: the 10th percentile of the devices' own accuracies)"
 
 echo "== pull and evaluate on the Fashion-MNIST test set"
 "$BIN" project pull --server "$url" --key-file "$dir/owner.key" "$id" --out "$dir/model.safetensors" ||

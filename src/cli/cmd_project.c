@@ -246,8 +246,8 @@ static void print_status(const cJSON *s)
     if (cJSON_IsNumber(eps))
         printf("differential privacy: epsilon %.4g at delta %g spent, clip norm now %.4g\n",
                eps->valuedouble, num(plan, "dp_delta", 0), num(s, "dp_clip", NAN));
-    printf("\n%5s %7s  %-9s %7s %7s  %10s  %9s  %9s  %8s\n", "round", "attempt", "state", "reports",
-           "refused", "train_loss", "eval_acc", "eval_loss", "eval_n");
+    printf("\n%5s %7s  %-9s %7s %7s  %10s  %9s  %9s  %8s  %7s  %7s\n", "round", "attempt", "state",
+           "reports", "refused", "train_loss", "eval_acc", "eval_loss", "eval_n", "dev_p10", "dev_min");
     const cJSON *x;
     cJSON_ArrayForEach(x, cJSON_GetObjectItemCaseSensitive(s, "rounds"))
     {
@@ -257,7 +257,12 @@ static void print_status(const cJSON *s)
         isnan(tl) ? printf("%10s  ", "-") : printf("%10.4f  ", tl);
         isnan(ea) ? printf("%9s  ", "-") : printf("%9.4f  ", ea);
         isnan(el) ? printf("%9s  ", "-") : printf("%9.4f  ", el);
-        printf("%8.0f\n", num(x, "eval_samples", 0));
+        printf("%8.0f", num(x, "eval_samples", 0));
+        const cJSON *da = cJSON_GetObjectItemCaseSensitive(x, "device_accuracy");
+        if (cJSON_IsObject(da))
+            printf("  %7.4f  %7.4f\n", num(da, "p10", NAN), num(da, "min", NAN));
+        else
+            printf("  %7s  %7s\n", "-", "-");
     }
     const cJSON *conf = cJSON_GetObjectItemCaseSensitive(s, "population_confusion");
     if (cJSON_IsArray(conf) && cJSON_GetArraySize(conf) > 0) {

@@ -252,6 +252,8 @@ typedef struct proj {
     int64_t eval_samples, eval_correct;
     double eval_loss_sum;     /* Σ eval_samples_k·eval_loss_k */
     int64_t *confusion;       /* C×C, summed eval_confusion */
+    double *dev_acc;          /* each report's own evaluation accuracy (per-device spread) */
+    size_t n_acc, cap_acc;
     int has_confusion;
     /* central DP-FedAvg (plan.dp_clip > 0): every report weighs 1; at commit the sum gets
      * N(0, (z·S)²) noise and the fixed denominator devices_per_round */
@@ -312,6 +314,7 @@ static void proj_free(proj *p)
     free(p->sel);
     sa_free(p->sa);
     free(p->result);
+    free(p->dev_acc);
     pthread_mutex_destroy(&p->fold_mu);
     free(p);
 }
@@ -356,6 +359,7 @@ static void reset_attempt_stats(proj *p)
     p->task = NULL;
     p->unclipped = 0;
     p->b_bar = NAN;
+    p->n_acc = 0;
     sa_free(p->sa);
     p->sa = NULL;
 }
@@ -624,6 +628,17 @@ static int count_report(proj *p, const srv_update *u, int64_t device)
     }
     if (u->unclipped > 0)
         p->unclipped += 1;
+    if (u->eval_samples > 0) { /* the device's own accuracy: how the model serves each one */
+        if (p->n_acc == p->cap_acc) {
+            size_t cap = p->cap_acc ? 2 * p->cap_acc : 64;
+            double *a = realloc(p->dev_acc, cap * sizeof *a);
+            if (!a)
+                return af_seterr(AF_ENOMEM, "out of memory for the round's device accuracies");
+            p->dev_acc = a;
+            p->cap_acc = cap;
+        }
+        p->dev_acc[p->n_acc++] = (double)u->eval_correct / (double)u->eval_samples;
+    }
     p->round.reports++;
     return devset_put(&p->devs, device, DEV_REPORTED);
 }
@@ -657,6 +672,35 @@ static char *confusion_json(const proj *p)
     char *s = a ? cJSON_PrintUnformatted(a) : NULL;
     cJSON_Delete(a);
     return s;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* {"device_accuracy": {"devices", "mean", "p10", "min", "max"}} over the attempt's reports
+ * that carried an evaluation — each device's accuracy on its own held-out data, unweighted
+ * (p10 interpolated like the simulator's) — or NULL when none did (or out of memory). Sorts
+ * p->dev_acc in place. */
+static char *device_accuracy_json(proj *p)
+{
+    size_t n = p->n_acc;
+    if (!n)
+        return NULL;
+    double *a = p->dev_acc, sum = 0;
+    qsort(a, n, sizeof *a, cmp_double);
+    for (size_t i = 0; i < n; i++)
+        sum += a[i];
+    double pos = 0.1 * (double)(n - 1), fr = pos - floor(pos);
+    size_t lo = (size_t)pos;
+    double p10 = lo + 1 < n ? a[lo] * (1 - fr) + a[lo + 1] * fr : a[lo];
+    char buf[256];
+    snprintf(buf, sizeof buf, "{\"device_accuracy\":{\"devices\":%zu,\"mean\":%.17g,\"p10\":%.17g,"
+                              "\"min\":%.17g,\"max\":%.17g}}",
+             n, sum / (double)n, p10, a[0], a[n - 1]);
+    return strdup(buf);
 }
 
 /* Fills the closing stats of the open attempt into a copy of its round row. */
@@ -724,6 +768,8 @@ static int commit_round(srv_coord *c, proj *p, double now)
     }
     char *conf = confusion_json(p);
     r.confusion = conf;
+    char *devacc = device_accuracy_json(p);
+    r.result = devacc;
     if (!rc) {
         p->model->params = p->w_next;
         rc = serialize_ckpt(p, v, r.number, &ck);
@@ -733,6 +779,7 @@ static int commit_round(srv_coord *c, proj *p, double now)
         rc = store_round_commit(c->st, &r, v, ck->data, ck->len, state,
                                 p->n_state * sizeof(float), done, p->sel, p->n_sel);
     free(conf);
+    free(devacc);
     if (rc) {
         if (state)
             memcpy(state, p->state_backup, p->n_state * sizeof(float));
@@ -770,7 +817,10 @@ static int abandon_round(srv_coord *c, proj *p, double now)
 {
     store_round r;
     closing_stats(p, &r, now);
+    char *devacc = device_accuracy_json(p);
+    r.result = devacc;
     int rc = store_round_abandon(c->st, &r, p->sel, p->n_sel);
+    free(devacc);
     if (rc) {
         af_log(AF_LOG_ERROR, "round_abandon_failed", "project=%lld round=%d error=\"%s\"",
                (long long)p->id, r.number, af_errmsg());
@@ -1355,6 +1405,13 @@ static cJSON *round_json(const store_round *rd, int live)
             cJSON_AddNumberToObject(o, "epsilon", rd->epsilon);
         if (isfinite(rd->dp_clip))
             cJSON_AddNumberToObject(o, "dp_clip_next", rd->dp_clip);
+        cJSON *res = rd->result ? cJSON_Parse(rd->result) : NULL;
+        cJSON *da = res ? cJSON_DetachItemFromObjectCaseSensitive(res, "device_accuracy") : NULL;
+        if (da)
+            cJSON_AddItemToObject(o, "device_accuracy", da);
+        else
+            cJSON_AddNullToObject(o, "device_accuracy");
+        cJSON_Delete(res);
 #undef NUM_OR_NULL
     }
     return o;

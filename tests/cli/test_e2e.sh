@@ -41,6 +41,7 @@ st=$FL_ST
 check "10 committed rounds" test "$(printf '%s' "$st" | jget 'sum(r["state"] == "committed" for r in s["rounds"])')" = 10
 check "every committed round had >= 8 reports" test "$(printf '%s' "$st" | jget 'all(r["reports"] >= 8 for r in s["rounds"] if r["state"] == "committed")')" = True
 check "federated evaluation improves (round 10 vs round 1)" test "$(printf '%s' "$st" | jget '[r for r in s["rounds"] if r["state"] == "committed"][-1]["eval_accuracy"] > [r for r in s["rounds"] if r["state"] == "committed"][0]["eval_accuracy"] + 0.3')" = True
+check "every committed round reports the devices' own accuracy spread (min <= p10 <= mean <= max, >= 8 devices)" test "$(printf '%s' "$st" | jget 'all(r["device_accuracy"]["devices"] >= 8 and r["device_accuracy"]["min"] <= r["device_accuracy"]["p10"] <= r["device_accuracy"]["mean"] <= r["device_accuracy"]["max"] for r in s["rounds"] if r["state"] == "committed")')" = True
 check "population confusion matrix counts the last round's held-out samples" test "$(printf '%s' "$st" | jget 'sum(map(sum, s["population_confusion"])) == [r for r in s["rounds"] if r["state"] == "committed"][-1]["eval_samples"] > 0')" = True
 
 model="$FL_DIR/model.safetensors"

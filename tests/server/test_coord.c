@@ -289,3 +289,50 @@ TEST(coord_pace_steering_brings_reported_devices_back_sooner)
     nn_model_free(m);
     ts_stop(&t);
 }
+
+TEST(coord_round_reports_the_spread_of_device_accuracy)
+{
+    ts_server t;
+    char key[80], dev[3][80];
+    CHECK(start(&t, key) == 0);
+    CHECK(ts_project(&t, key, TS_TOY_SPEC, "{\"rounds\":2,\"devices_per_round\":3,"
+                                           "\"min_reports\":3,\"over_selection\":1,"
+                                           "\"round_deadline_s\":60,\"dataset\":\"toy\"}") == 1);
+    nn_model *m = NULL;
+    CHECK(nn_model_from_json(TS_TOY_SPEC, "toy", NULL, &m) == 0);
+    float d[15] = {0.1f};
+    /* accuracies 0.5, 0.8 and 1 on 10, 10 and 20 held-out samples */
+    const char *es[3] = {"10", "10", "20"}, *ec[3] = {"5", "8", "20"};
+    for (int k = 0; k < 3; k++) {
+        CHECK(ts_device(&t, TS_TOY_SCHEMA, dev[k], NULL) == 0);
+        CHECK_EQ_INT(ts_checkin(&t, dev[k], NULL, NULL, NULL), 1);
+        const char *keys[] = {"attempt", "num_samples", "eval_samples", "eval_correct"};
+        const char *vals[] = {"1", "7", es[k], ec[k]};
+        uint8_t *u;
+        size_t len;
+        ts_resp r;
+        CHECK(ts_update(m, d, keys, vals, 4, &u, &len) == 0);
+        CHECK(ts_report(&t, dev[k], 1, 1, u, len, &r) == 0 && r.status == 200);
+        ts_resp_free(&r);
+        free(u);
+    }
+    ts_resp r;
+    CHECK(!ts_http(t.url, "GET", "/v1/projects/1", key, NULL, NULL, 0, NULL, &r) && r.status == 200);
+    cJSON *j = ts_json(&r);
+    ts_resp_free(&r);
+    const cJSON *r1 = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "rounds"), 0);
+    const cJSON *da = cJSON_GetObjectItem(r1, "device_accuracy");
+    CHECK(cJSON_IsObject(da));
+    if (cJSON_IsObject(da)) {
+        CHECK_EQ_INT((int)cJSON_GetObjectItem(da, "devices")->valuedouble, 3);
+        CHECK_NEAR(cJSON_GetObjectItem(da, "mean")->valuedouble, (0.5 + 0.8 + 1.0) / 3, 1e-12);
+        CHECK_NEAR(cJSON_GetObjectItem(da, "p10")->valuedouble, 0.5 * 0.8 + 0.8 * 0.2, 1e-12);
+        CHECK_NEAR(cJSON_GetObjectItem(da, "min")->valuedouble, 0.5, 1e-12);
+        CHECK_NEAR(cJSON_GetObjectItem(da, "max")->valuedouble, 1.0, 1e-12);
+    }
+    /* the pooled accuracy weighs samples: 33 / 40 */
+    CHECK_NEAR(cJSON_GetObjectItem(r1, "eval_accuracy")->valuedouble, 33.0 / 40.0, 1e-12);
+    cJSON_Delete(j);
+    nn_model_free(m);
+    ts_stop(&t);
+}
