@@ -3,10 +3,13 @@
 Playwright): starts `build/artificien serve` on a temporary database, creates an owner and
 projects through the HTTP API (one with DP and two committed rounds with federated
 evaluation, one with an abandoned round, one whose name is an HTML injection attempt), runs
-devices' reports from Python, then loads the page and checks what a model owner sees: sign-in
-errors, the project list, progress, open round, charts, rounds table, confusion matrix, live
-refresh, network errors, sign-out, a phone-width layout, and (with mocked API replies) the
-secure-aggregation phases and label statistics. Fails on any console error it did not expect.
+devices' reports from Python (a strong and a weak device, so that the coordinator's per-device
+accuracy spread differs from the pooled accuracy), then loads the page and checks what a model
+owner sees: sign-in errors, the project list, progress, open round, charts (pooled accuracy
+with the devices' mean, p10 and min), rounds table, confusion matrix, live refresh, network
+errors, sign-out, a phone-width layout, and (with mocked API replies) the secure-aggregation
+phases, a secure round without per-device accuracies, and label statistics. Fails on any
+console error it did not expect.
 
 Not part of `make test`: run tests/browser/run.sh (installs chromium and playwright first).
 Never downloads a browser: it launches /usr/bin/chromium (or $CHROMIUM).
@@ -109,10 +112,18 @@ def checkin(api, token):
     return j["task"]
 
 
+# Even-numbered devices are strong (24 of 30 right, 80 %), odd ones weak (6 of 10, 60 %): each
+# committed round of project A has one of each, so pooled accuracy is 30/40 = 75 % while the
+# devices' own accuracies are 80 % and 60 % (mean 70 %, p10 62 % interpolated, min 60 %).
+STRONG = [[9, 1, 0], [2, 7, 1], [1, 1, 8]]
+WEAK = [[2, 1, 1], [1, 2, 0], [0, 1, 2]]
+
+
 def report(api, token, task, i):
-    conf = [[8, 1, 1], [1, 7, 2], [0, 2, 8]] if i % 2 else [[9, 1, 0], [2, 7, 1], [1, 1, 8]]
+    conf = WEAK if i % 2 else STRONG
     correct = sum(conf[k][k] for k in range(3))
-    body = update_body(task["attempt"], 50 + i, 1.0 / (1 + i), correct, 30, conf)
+    total = sum(map(sum, conf))
+    body = update_body(task["attempt"], 50 + i, 1.0 / (1 + i), correct, total, conf)
     st, j = api.call("POST", task["report"], token, body, "application/octet-stream")
     assert st == 200, (st, j)
 
@@ -143,6 +154,14 @@ def setup(api, admin, secret):
             task = checkin(api, d)
             assert task["project"] == pa and task["round"] == rnd + 1, task
             report(api, d, task, i + rnd)
+    # the coordinator computed each round's spread of device accuracies from the reports
+    st, j = api.call("GET", "/v1/projects/%d" % pa, key)
+    assert st == 200 and len(j["rounds"]) == 2, (st, j)
+    for r in j["rounds"]:
+        da = r["device_accuracy"]
+        assert da and da["devices"] == 2 and abs(da["min"] - 0.6) < 1e-9 and \
+            abs(da["mean"] - 0.7) < 1e-9 and abs(da["p10"] - 0.62) < 1e-9 and \
+            abs(r["eval_accuracy"] - 0.75) < 1e-9, r
     # round 3 open: one device selected, no report yet
     live = checkin(api, devs[2])
     # project B: one device selected, nobody reports before the deadline: abandoned
@@ -161,7 +180,7 @@ def setup(api, admin, secret):
 # ---- mocked replies for what needs device crypto (secure aggregation, label statistics) -----
 
 MOCK_LIST = {"projects": [{"id": 77, "name": "labels", "status": "done", "round": None, "version": 0},
-                          {"id": 78, "name": "secure", "status": "running", "round": 1, "version": 0}]}
+                          {"id": 78, "name": "secure", "status": "running", "round": 2, "version": 1}]}
 MOCK_STATS = {"id": 77, "name": "labels", "status": "done", "spec": SPEC, "params": 15, "version": 0,
               "plan": {"strategy": "fedavg", "rounds": 1, "devices_per_round": 20, "min_reports": 16,
                        "over_selection": 1.3, "round_deadline_s": 60, "dataset": "toy", "seed": 1,
@@ -181,11 +200,24 @@ MOCK_SECURE = {"id": 78, "name": "secure", "status": "running", "spec": SPEC, "p
                         "over_selection": 1.3, "round_deadline_s": 60, "dataset": "toy", "seed": 1,
                         "local_epochs": 1, "batch": 10, "optimizer": "sgd", "lr": 0.05, "momentum": 0,
                         "eval_every": 1, "secagg": True, "secagg_threshold": 9},
-               "epsilon": None, "population_confusion": None, "rounds": [],
-               "round": {"number": 1, "attempt": 1, "state": "open", "version": 0, "selected": 13,
+               "epsilon": None, "population_confusion": None,
+               "rounds": [{"number": 1, "attempt": 1, "state": "committed", "version": 0, "selected": 13,
+                           "reports": 10, "refused": 0, "opened_at": 1.7e9, "deadline_at": 1.7e9 + 60,
+                           "train_loss": 0.9, "eval_accuracy": 0.81, "eval_loss": 0.95,
+                           "eval_samples": 300, "closed_at": 1.7e9 + 40, "device_accuracy": None}],
+               "round": {"number": 2, "attempt": 1, "state": "open", "version": 0, "selected": 13,
                          "reports": 0, "refused": 0, "opened_at": time.time() - 5,
                          "deadline_at": time.time() + 55, "phase": "masked_input",
                          "secagg": {"u1": 13, "u2": 12, "u3": 4, "unmasked": 0}}}
+
+
+def table_cells(page, row):
+    """{header: cell text} of the rounds table's row-th body row (0 = newest)."""
+    t = page.locator("#detail table:not(.heat)")
+    heads = [h.strip() for h in t.locator("thead th").all_inner_texts()]
+    cells = [c.strip() for c in t.locator("tbody tr").nth(row).locator("td").all_inner_texts()]
+    assert len(heads) == len(cells), (heads, cells)
+    return dict(zip(heads, cells))
 
 
 def shot(page, name):
@@ -209,7 +241,7 @@ def main():
             print("ok   " + name)
         except Exception as e:  # one failed step does not hide the others
             failures.append(name)
-            print("FAIL %s: %s" % (name, str(e).splitlines()[0] if str(e) else repr(e)))
+            print("FAIL %s: %s" % (name, " | ".join(str(e).splitlines()[:4]) if str(e) else repr(e)))
 
     try:
         key, pa, pb, pc, live_dev, live_task = setup(api, read1(db + ".admin-key"), read1(db + ".enroll-secret"))
@@ -272,12 +304,45 @@ def main():
                 expect(page.locator("#detail")).to_contain_text("Privacy spent: ε =")
                 # accuracy, loss (two series) and ε charts, two points each series
                 expect(page.locator("svg.chart")).to_have_count(3)
-                assert page.locator("svg.chart").nth(0).locator("circle").count() == 2
+                # accuracy: pooled and the devices' mean, p10 and min, two points each
+                acc = page.locator("#detail figure").nth(0)
+                assert acc.locator("path.line").count() == 4
+                assert acc.locator("circle").count() == 8
+                for k in ("s0", "sm", "sp", "sn"):
+                    assert acc.locator("path.line." + k).count() == 1, k
+                legend = [x.strip() for x in acc.locator(".legend span").all_inner_texts()]
+                assert legend == ["pooled", "device mean", "worst 10 % (p10)", "min device"], legend
+                expect(acc.locator("figcaption")).to_contain_text("latest 75.0 %")
+                # the worst-device lines are secondary: thinner than pooled, dashed or dotted
+                style = page.evaluate("""() => {
+                    const f = document.querySelectorAll('#detail figure')[0], out = {};
+                    for (const k of ['s0', 'sm', 'sp', 'sn']) {
+                        const cs = getComputedStyle(f.querySelector('path.line.' + k));
+                        out[k] = [parseFloat(cs.strokeWidth), cs.strokeDasharray];
+                    }
+                    return out; }""")
+                for k in ("sm", "sp", "sn"):
+                    assert style[k][0] < style["s0"][0], style
+                assert style["s0"][1] == "none" and style["sp"][1] != "none" and \
+                    style["sn"][1] != "none" and style["sp"][1] != style["sn"][1], style
+                tips = acc.locator("circle.sp title").all_text_contents()
+                assert any("worst 10 % (p10), round 2: 62.0 %" in x for x in tips), tips
+                expect(acc.locator("xpath=..")).to_contain_text(  # the chart's card
+                    "pooled: all held-out samples together; p10/min: the devices\u2019 own "
+                    "accuracies \u2014 a model can look good pooled and fail some devices")
                 assert page.locator("svg.chart").nth(1).locator("path.line").count() == 2
                 assert page.locator("svg.chart").nth(2).locator("circle").count() == 2
                 rows = page.locator("#detail table:not(.heat) tbody tr")
                 expect(rows).to_have_count(2)
                 assert "committed" in rows.nth(0).inner_text()
+                for r in (0, 1):
+                    c = table_cells(page, r)
+                    assert c["Eval acc."] == "75.0 %" and c["Worst 10 %"] == "62.0 %" and \
+                        c["Min device"] == "60.0 %", c
+                # all its columns (ε and duration too) fit a 1280 px window without scrolling
+                fit = page.evaluate("""() => { const t = document.querySelector('table.rounds');
+                    return [t.parentNode.clientWidth, t.parentNode.scrollWidth]; }""")
+                assert fit[1] <= fit[0], "rounds table %d px wide in %d" % (fit[1], fit[0])
                 heat = page.locator("table.heat tbody td")
                 expect(heat).to_have_count(4 * 5)  # 3 class rows and the totals row, 5 cells each
                 text = page.locator("table.heat").inner_text()
@@ -299,6 +364,10 @@ def main():
                 expect(page.locator("tr.abandoned")).to_have_count(1)
                 expect(page.locator("tr.abandoned")).to_contain_text("abandoned")
                 expect(page.locator("#detail")).to_contain_text("No committed round has reported this yet")
+                c = table_cells(page, 0)
+                assert c["Worst 10 %"] == "\u2014" and c["Min device"] == "\u2014", c
+                assert page.locator("#detail .legend").count() == 0
+                assert "p10/min" not in page.locator("#detail").inner_text()
                 shot(page, "abandoned")
             step("project B: the abandoned round is marked", project_b)
 
@@ -379,6 +448,13 @@ def main():
                 assert mp.locator("ol.phases li.past").count() == 2
                 expect(mp.locator("#detail")).to_contain_text("t = 9")
                 expect(mp.locator("#detail")).to_contain_text("13 of 13 tasks")
+                # a committed secure round: pooled accuracy only, no spread, a note says why
+                acc = mp.locator("#detail figure").nth(0)
+                assert acc.locator("path.line").count() == 1 and acc.locator(".legend").count() == 0
+                expect(mp.locator("#detail")).to_contain_text("Secure aggregation reveals only sums")
+                c = table_cells(mp, 0)
+                assert c["Eval acc."] == "81.0 %" and c["Worst 10 %"] == "\u2014" and \
+                    c["Min device"] == "\u2014", c
                 shot(mp, "secagg")
             step("secure aggregation: the phase and its device counts", secagg_phase)
 

@@ -1,7 +1,8 @@
 /* test_dashboard.c — the web dashboard page (src/server/dashboard.c): a complete,
  * self-contained HTML document with no external reference, whose script inserts API data as
  * text only and calls the documented API paths with a bearer key; and over HTTP, GET / and
- * GET /dashboard answer it without a token. The page's behaviour in a real browser is
+ * GET /dashboard answer it without a token. It draws each round's device_accuracy spread
+ * (mean, p10, min) beside the pooled accuracy. The page's behaviour in a real browser is
  * tests/browser/test_dashboard.py (not part of this runner). */
 #include <stdio.h>
 #include <stdlib.h>
@@ -145,7 +146,10 @@ TEST(dashboard_script_uses_the_documented_api)
                           "r.phase", "r.secagg", "deadline_at", "r.selected", "r.reports",
                           "r.refused", "'abandoned'", "'committed'", "plan.rounds",
                           "plan.devices_per_round", "plan.strategy", "plan.dp_clip",
-                          "plan.secagg", "'label_stats'"};
+                          "plan.secagg", "'label_stats'",
+                          /* the per-device accuracy spread of each round: chart and table */
+                          "'device_accuracy'", "r.device_accuracy", "'mean'", "'p10'", "'min'",
+                          "da.p10", "da.min"};
     int ok = 1;
     for (size_t i = 0; i < sizeof need / sizeof *need; i++)
         if (!strstr(s, need[i])) {
