@@ -1,5 +1,5 @@
 /* cmd_project.c — the model owner's and the admin's commands against a coordinator:
- *   artificien project create|list|status|pull   (an owner key: --key or --key-file)
+ *   artificien project create|list|status|pull|stats   (an owner key: --key or --key-file)
  *   artificien admin create-owner|create-secret   (the admin key file next to the database)
  * Layer `cli`: HTTP through client/http.h; prints results on stdout (ids and keys alone on a
  * line, so scripts can capture them), errors on stderr. Exit 0 ok, 1 on errors, 2 on usage.
@@ -337,6 +337,108 @@ static int project_status(int argc, char **argv)
     return 0;
 }
 
+/* A population-statistics query (a label_stats project, docs/api.md) in one command: the
+ * devices holding the model's data send their label counts through secure aggregation with
+ * DP noise; with --wait the release is printed once the round commits. */
+static int project_stats(int argc, char **argv)
+{
+    const char *server = NULL, *key = NULL, *key_file = NULL, *model = NULL, *name = NULL;
+    const char *dataset = "fashion-mnist";
+    int devices = 20, min_devices = 0, json = 0;
+    double bound = 100, noise = 1, delta = 1e-5, deadline = 60, wait = 0;
+    const arg_opt opts[] = {
+        {"server", ARG_STR, &server, "coordinator URL (required)"},
+        {"key", ARG_STR, &key, "owner API key"},
+        {"key-file", ARG_STR, &key_file, "file holding the owner API key"},
+        {"model", ARG_STR, &model, "model spec JSON: which devices (input shape, classes) to ask (required)"},
+        {"dataset", ARG_STR, &dataset, "the devices' dataset schema name (default fashion-mnist)"},
+        {"devices", ARG_INT, &devices, "devices to ask (default 20)"},
+        {"min-devices", ARG_INT, &min_devices, "fewest answers to release anything (default 80% of --devices)"},
+        {"bound", ARG_FLOAT, &bound, "each device's counts are scaled to sum to at most this (default 100)"},
+        {"noise", ARG_FLOAT, &noise, "noise multiplier z: the noise std is z x bound (default 1; 0: exact, no DP)"},
+        {"delta", ARG_FLOAT, &delta, "delta of the reported epsilon (default 1e-5)"},
+        {"deadline", ARG_FLOAT, &deadline, "seconds the round may take (default 60)"},
+        {"name", ARG_STR, &name, "project name (default label-stats)"},
+        {"wait", ARG_FLOAT, &wait, "wait up to this many seconds for the release and print it"},
+        {"json", ARG_FLAG, &json, "with --wait: print the server's JSON status instead"},
+        {0},
+    };
+    char *pos[1];
+    int npos, r = args_parse("project stats", "--server URL --key KEY --model SPEC.json [--devices N] [--wait S]",
+                             opts, argc, argv, pos, &npos, 0);
+    if (r)
+        return r > 0 ? 0 : 2;
+    if (!server || !model) {
+        cli_fail("project stats", "--server and --model are required");
+        return 2;
+    }
+    if (devices < 1 || min_devices < 0 || min_devices > devices || !(wait >= 0)) {
+        cli_fail("project stats", "--devices must be >= 1, --min-devices in [1, --devices], --wait >= 0");
+        return 2;
+    }
+    char k[256];
+    if (read_key("project stats", key, key_file, k, sizeof k))
+        return 1;
+    cJSON *spec = read_json_file("project stats", "model spec", model);
+    if (!spec)
+        return 1;
+    if (!min_devices)
+        min_devices = (int)ceil(0.8 * devices);
+    cJSON *body = cJSON_CreateObject(), *pl = cJSON_AddObjectToObject(body, "plan");
+    cJSON_AddStringToObject(body, "name", name ? name : "label-stats");
+    cJSON_AddItemToObject(body, "spec", spec);
+    cJSON_AddStringToObject(pl, "kind", "label_stats");
+    cJSON_AddNumberToObject(pl, "rounds", 1);
+    cJSON_AddNumberToObject(pl, "devices_per_round", devices);
+    cJSON_AddNumberToObject(pl, "min_reports", min_devices);
+    cJSON_AddNumberToObject(pl, "over_selection", 1);
+    cJSON_AddNumberToObject(pl, "round_deadline_s", deadline);
+    cJSON_AddStringToObject(pl, "dataset", dataset);
+    cJSON_AddNumberToObject(pl, "stats_bound", bound);
+    cJSON_AddNumberToObject(pl, "stats_noise", noise);
+    cJSON_AddNumberToObject(pl, "dp_delta", delta);
+    char *txt = cJSON_PrintUnformatted(body);
+    cJSON_Delete(body);
+    cJSON *ans;
+    r = call_json("project stats", server, k, "POST", "/v1/projects", txt, 201, &ans);
+    free(txt);
+    if (r)
+        return 1;
+    long id = (long)num(ans, "id", -1);
+    cJSON_Delete(ans);
+    if (!(wait > 0)) {
+        printf("%ld\n", id);
+        return 0;
+    }
+    char path[64];
+    snprintf(path, sizeof path, "/v1/projects/%ld", id);
+    time_t until = time(NULL) + (time_t)ceil(wait);
+    for (;;) {
+        if (call_json("project stats", server, k, "GET", path, NULL, 200, &ans))
+            return 1;
+        if (strcmp(str(ans, "status", ""), "done") == 0)
+            break;
+        cJSON_Delete(ans);
+        if (time(NULL) >= until) {
+            cli_fail("project stats", "project %ld: no release within %g s (its round waits for "
+                                      "%d devices to check in; see project status %ld)",
+                     id, wait, min_devices, id);
+            return 1;
+        }
+        struct timespec ts = {0, 500000000L};
+        nanosleep(&ts, NULL);
+    }
+    if (json) {
+        char *s2 = cJSON_PrintUnformatted(ans);
+        printf("%s\n", s2);
+        free(s2);
+    } else {
+        print_status(ans);
+    }
+    cJSON_Delete(ans);
+    return 0;
+}
+
 static int project_pull(int argc, char **argv)
 {
     const char *server = NULL, *key = NULL, *key_file = NULL, *out = NULL;
@@ -400,7 +502,7 @@ static int project_pull(int argc, char **argv)
 
 int cmd_project(int argc, char **argv)
 {
-    static const char *usage = "usage: artificien project create|list|status|pull [options]   (--help on each)\n";
+    static const char *usage = "usage: artificien project create|list|status|pull|stats [options]   (--help on each)\n";
     if (argc < 1 || strcmp(argv[0], "--help") == 0 || strcmp(argv[0], "-h") == 0) {
         fputs(usage, argc < 1 ? stderr : stdout);
         return argc < 1 ? 2 : 0;
@@ -409,6 +511,8 @@ int cmd_project(int argc, char **argv)
         return project_create(argc - 1, argv + 1);
     if (strcmp(argv[0], "list") == 0)
         return project_list(argc - 1, argv + 1);
+    if (strcmp(argv[0], "stats") == 0)
+        return project_stats(argc - 1, argv + 1);
     if (strcmp(argv[0], "status") == 0)
         return project_status(argc - 1, argv + 1);
     if (strcmp(argv[0], "pull") == 0)

@@ -26,9 +26,10 @@ fi
 check "coordinator listens" fl_serve "$FL_DB" 127.0.0.1:0 "$FL_DIR/serve.log"
 [ -n "$FL_URL" ] || { finish; exit 1; }
 # served in creation order: the devices answer the statistics first, then train
-ls_id=$(fl_project stats '{"kind": "label_stats", "rounds": 1, "devices_per_round": 10,
-  "min_reports": 8, "over_selection": 1, "round_deadline_s": 30, "dataset": "fashion-mnist",
-  "stats_bound": 500, "stats_noise": 0.2}')
+"$AF_BIN" admin create-owner --server "$FL_URL" --admin-key-file "$FL_DB.admin-key" --name tests \
+    >"$FL_DIR/owner.key"
+ls_id=$("$AF_BIN" project stats --server "$FL_URL" --key-file "$FL_DIR/owner.key" \
+  --model models/fashion_cnn.json --devices 10 --min-devices 8 --bound 500 --noise 0.2 --deadline 30)
 check "label_stats project created (id '$ls_id')" test -n "$ls_id"
 sa_id=$(fl_project sa '{"rounds": 5, "devices_per_round": 8, "min_reports": 6,
   "over_selection": 1.25, "round_deadline_s": 40, "local_epochs": 1, "batch": 10, "lr": 0.05,
@@ -81,6 +82,17 @@ check "2 DP rounds commit within 200 s" fl_wait_for 200 "$dp_id" 's["status"] ==
 st=$FL_ST
 check "  ... epsilon is reported and grows" test "$(printf '%s' "$st" | jget '0 < [r for r in s["rounds"] if r["state"] == "committed"][0]["epsilon"] < [r for r in s["rounds"] if r["state"] == "committed"][-1]["epsilon"] == s["epsilon"]')" = True
 check "  ... the adaptive clip moved from 1" test "$(printf '%s' "$st" | jget 's["dp_clip"] != 1')" = True
+
+# a statistics query that waits for its release and prints it
+"$AF_BIN" project stats --server "$FL_URL" --key-file "$FL_DIR/owner.key" \
+  --model models/fashion_cnn.json --devices 5 --min-devices 4 --noise 0.5 --deadline 30 \
+  --wait 120 >"$FL_DIR/stats-wait.txt" 2>&1 &
+spid=$!
+i=0
+# shellcheck disable=SC2086
+while [ $i -lt 5 ]; do fl_worker q$i $i/5 iid $WOPTS; i=$((i + 1)); done
+wait $spid
+check "project stats --wait prints the release" grep -q "label statistics of [45] devices" "$FL_DIR/stats-wait.txt"
 
 fl_stop $FL_SPID
 finish
