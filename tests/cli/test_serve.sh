@@ -85,5 +85,14 @@ check "a bad --log-level is refused" sh -c "[ $st = 2 ] && grep -q -- '--log-lev
 "$AF_BIN" serve --db "$dir/nodir/x/a.db" --listen 127.0.0.1:0 >/dev/null 2>"$dir/e"; st=$?
 check "an unopenable database is a clear error" sh -c "[ $st = 1 ] && grep -q 'nodir' '$dir/e'"
 
+"$AF_BIN" project stats --server http://127.0.0.1:1 --key k >/dev/null 2>"$dir/e"; st=$?
+check "project stats without --model is refused" sh -c "[ $st = 2 ] && grep -q -- '--model' '$dir/e'"
+"$AF_BIN" project stats --server http://127.0.0.1:1 --key k --model models/fashion_cnn.json \
+    --devices 3 --min-devices 5 >/dev/null 2>"$dir/e"; st=$?
+check "project stats with --min-devices over --devices is refused" sh -c "[ $st = 2 ] && grep -q -- '--min-devices' '$dir/e'"
+"$AF_BIN" project stats --server http://127.0.0.1:1 --key k --model models/fashion_cnn.json \
+    >/dev/null 2>"$dir/e"; st=$?
+check "project stats against no server is a clear error" sh -c "[ $st = 1 ] && grep -q '127.0.0.1:1' '$dir/e'"
+
 echo "$pass passed, $fail failed"
 [ "$fail" = 0 ]
