@@ -415,6 +415,7 @@ int cmd_sim(int argc, char **argv)
     sim_popstats_cfg_defaults(&pc);
     double st_noise = NAN, st_bound = NAN, st_delta = NAN;
     int st_group = 0;
+    const char *byzantine = NULL;
     const arg_opt opts[] = {
         {"model", ARG_STR, &spec, "model spec JSON (default: models/fashion_cnn.json)"},
         {"init", ARG_STR, &init, "initial weights (.safetensors) instead of a fresh init"},
@@ -432,8 +433,11 @@ int cmd_sim(int argc, char **argv)
         {"weight-decay", ARG_FLOAT, &wd, "local weight decay (default 0)"},
         {"partition", ARG_STR, &c.partition, "iid, dirichlet:ALPHA, shards:K, labels:K, quantity:BETA"},
         {"heldout", ARG_FLOAT, &c.heldout_frac, "each device's held-out share for federated eval (default 0.1)"},
-        {"strategy", ARG_STR, &c.strategy, "fedavg, fedavgm, fedprox, fedadam, fedyogi, fedadagrad, scaffold, fednova"},
+        {"strategy", ARG_STR, &c.strategy, "fedavg, fedavgm, fedprox, fedadam, fedyogi, fedadagrad, scaffold, fednova, "
+                                           "fedmedian, fedtrimmedavg, krum"},
         {"strategy-opts", ARG_STR, &c.strategy_opts, "strategy options k=v,k=v (see docs/strategies.md)"},
+        {"byzantine", ARG_STR, &byzantine, "FRAC[:MODE]: a fixed, seeded FRAC of the devices attack; MODE signflip "
+                                           "(-10 x their update, default) or noise (N(0, 100^2))"},
         {"dropout", ARG_FLOAT, &c.dropout, "probability a selected device fails to report (default 0)"},
         {"speed-sigma", ARG_FLOAT, &c.speed_sigma, "device speeds ~ logNormal(0, sigma) (default 0)"},
         {"device-rate", ARG_FLOAT, &c.device_rate, "samples/s of a speed-1 device (default 1000)"},
@@ -472,6 +476,8 @@ int cmd_sim(int argc, char **argv)
     c.opt.weight_decay = (float)wd;
     if (limit < 0)
         return cli_fail("sim", "--limit must be >= 0");
+    if (byzantine && sim_byzantine_parse(byzantine, &c))
+        return cli_fail("sim", "%s", af_errmsg());
     if (!popstats && (!isnan(st_noise) || !isnan(st_bound) || !isnan(st_delta) || st_group))
         return cli_fail("sim", "--stats-noise, --stats-bound, --stats-group and --stats-delta need --population-stats");
     if (c.rounds == 0 && !popstats)
@@ -681,14 +687,15 @@ int cmd_sim(int argc, char **argv)
                    "  \"dp_noise\": %g,\n  \"dp_adaptive_quantile\": %g,\n  \"dp_target_epsilon\": %g,\n"
                    "  \"dp_delta\": %g,\n  \"secagg\": %s,\n  \"secagg_threshold\": %d,\n  \"secagg_range\": %g,\n"
                    "  \"population_stats\": %s,\n  \"stats_noise\": %g,\n  \"stats_bound\": %g,\n  \"stats_group\": %d,\n"
-                   "  \"stats_delta\": %g\n}\n",
+                   "  \"stats_delta\": %g,\n  \"byzantine\": %g,\n  \"byzantine_mode\": \"%s\"\n}\n",
                 sim_model(s)->spec_json, init ? "\"" : "", init ? init : "null", init ? "\"" : "", data,
                 limit, c.clients, c.frac, c.per_round, c.rounds, c.local_epochs, c.batch, opt,
                 (double)c.opt.lr, momentum, wd, c.partition, c.heldout_frac, c.strategy,
                 c.strategy_opts ? c.strategy_opts : "", c.dropout, c.speed_sigma, c.device_rate,
                 c.deadline, c.eval_every, c.threads, size, (unsigned long long)c.seed, c.dp_clip, c.dp_noise,
                 c.dp_adaptive_quantile, c.dp_target_epsilon, c.dp_delta, c.secagg ? "true" : "false",
-                c.secagg_threshold, c.secagg_range, popstats ? "true" : "false", pc.z, pc.bound, pc.group, pc.delta);
+                c.secagg_threshold, c.secagg_range, popstats ? "true" : "false", pc.z, pc.bound, pc.group, pc.delta,
+                c.byzantine_frac, c.byzantine_mode == SIM_BYZ_NOISE ? "noise" : "signflip");
         fclose(f);
         snprintf(path, sizeof path, "%s/config.json", out);
         b[0] = buf;

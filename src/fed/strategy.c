@@ -8,7 +8,10 @@
  * parameter, then limb 1, then limb 2) so that the fold is a straight vector loop: with
  * AVX-512 eight parameters go through the conversion and the carry chain at once
  * (fold_avx512), bitwise equal to the scalar reference (fold_scalar, fed_agg_add_ref).
- * Layer `fed`: core only; allocation only in *_create.
+ * The robust strategies (fedmedian, fedtrimmedavg, krum) work on the round's m × n block of
+ * individual updates instead, with a total order on the values so the result does not depend
+ * on the block's row order (Krum's tie-break and Multi-Krum's sum use the slot order).
+ * Layer `fed`: core only; allocation only in *_create (and the robust scratch, grown with m).
  */
 #include "fed/strategy.h"
 
@@ -37,8 +40,11 @@ struct fed_strategy {
     size_t n;
     double eta, beta, mu, beta1, beta2, tau;
     double clients;
+    double f, keep; /* krum: Byzantine devices tolerated, updates averaged (Multi-Krum) */
     float *state; /* one block: see fed_strategy_state */
     size_t n_state;
+    void *scratch; /* robust aggregation: sort keys, Krum's distances; grown with m */
+    size_t scratch_bytes;
 };
 
 struct fed_agg {
@@ -124,7 +130,8 @@ static inline double plane_to_double(const uint64_t *p, size_t n, size_t i)
 
 /* ---- options ----------------------------------------------------------------------------- */
 
-enum { R_POS, R_UNIT, R_NONNEG, R_COUNT }; /* (0,inf), [0,1), [0,inf), integer >= 1 */
+/* (0,inf), [0,1), [0,inf), integer >= 1, integer >= 0, [0,0.5) */
+enum { R_POS, R_UNIT, R_NONNEG, R_COUNT, R_WHOLE, R_HALF };
 
 typedef struct opt_def {
     const char *key;
@@ -137,32 +144,38 @@ typedef struct opt_def {
 static const struct strategy_def {
     const char *name;
     fed_strategy_kind kind;
-    double eta, beta, mu, beta1, beta2, tau;
+    double eta, beta, mu, beta1, beta2, tau, f, keep;
     opt_def opts[4];
     int n_opts;
     const char *required; /* option that must be given, or NULL */
 } defs[] = {
-    {"fedavg", FED_FEDAVG, 1.0, 0, 0, 0, 0, 0, {OPT("eta", eta, R_POS)}, 1, NULL},
-    {"fedavgm", FED_FEDAVGM, 1.0, 0.9, 0, 0, 0, 0,
+    {"fedavg", FED_FEDAVG, 1.0, 0, 0, 0, 0, 0, 0, 0, {OPT("eta", eta, R_POS)}, 1, NULL},
+    {"fedavgm", FED_FEDAVGM, 1.0, 0.9, 0, 0, 0, 0, 0, 0,
      {OPT("eta", eta, R_POS), OPT("beta", beta, R_UNIT)}, 2, NULL},
-    {"fedprox", FED_FEDPROX, 1.0, 0, 0.01, 0, 0, 0,
+    {"fedprox", FED_FEDPROX, 1.0, 0, 0.01, 0, 0, 0, 0, 0,
      {OPT("eta", eta, R_POS), OPT("mu", mu, R_NONNEG)}, 2, NULL},
-    {"fedadam", FED_FEDADAM, 1e-2, 0, 0, 0.9, 0.99, 1e-3,
+    {"fedadam", FED_FEDADAM, 1e-2, 0, 0, 0.9, 0.99, 1e-3, 0, 0,
      {OPT("eta", eta, R_POS), OPT("beta1", beta1, R_UNIT), OPT("beta2", beta2, R_UNIT),
       OPT("tau", tau, R_POS)},
      4, NULL},
-    {"fedyogi", FED_FEDYOGI, 1e-2, 0, 0, 0.9, 0.99, 1e-3,
+    {"fedyogi", FED_FEDYOGI, 1e-2, 0, 0, 0.9, 0.99, 1e-3, 0, 0,
      {OPT("eta", eta, R_POS), OPT("beta1", beta1, R_UNIT), OPT("beta2", beta2, R_UNIT),
       OPT("tau", tau, R_POS)},
      4, NULL},
-    {"fedadagrad", FED_FEDADAGRAD, 1e-2, 0, 0, 0.9, 0, 1e-3,
+    {"fedadagrad", FED_FEDADAGRAD, 1e-2, 0, 0, 0.9, 0, 1e-3, 0, 0,
      {OPT("eta", eta, R_POS), OPT("beta1", beta1, R_UNIT), OPT("tau", tau, R_POS)}, 3, NULL},
-    {"scaffold", FED_SCAFFOLD, 1.0, 0, 0, 0, 0, 0,
+    {"scaffold", FED_SCAFFOLD, 1.0, 0, 0, 0, 0, 0, 0, 0,
      {OPT("eta", eta, R_POS), OPT("clients", clients, R_COUNT)}, 2, "clients"},
-    {"fednova", FED_FEDNOVA, 1.0, 0, 0, 0, 0, 0, {OPT("eta", eta, R_POS)}, 1, NULL},
+    {"fednova", FED_FEDNOVA, 1.0, 0, 0, 0, 0, 0, 0, 0, {OPT("eta", eta, R_POS)}, 1, NULL},
+    {"fedmedian", FED_FEDMEDIAN, 1.0, 0, 0, 0, 0, 0, 0, 0, {OPT("eta", eta, R_POS)}, 1, NULL},
+    {"fedtrimmedavg", FED_FEDTRIMMEDAVG, 1.0, 0.1, 0, 0, 0, 0, 0, 0,
+     {OPT("eta", eta, R_POS), OPT("beta", beta, R_HALF)}, 2, NULL},
+    {"krum", FED_KRUM, 1.0, 0, 0, 0, 0, 0, 0, 1,
+     {OPT("eta", eta, R_POS), OPT("f", f, R_WHOLE), OPT("m", keep, R_COUNT)}, 3, NULL},
 };
 #define N_DEFS (sizeof defs / sizeof defs[0])
-#define STRATEGY_NAMES "fedavg, fedavgm, fedprox, fedadam, fedyogi, fedadagrad, scaffold, fednova"
+#define STRATEGY_NAMES "fedavg, fedavgm, fedprox, fedadam, fedyogi, fedadagrad, scaffold, " \
+                       "fednova, fedmedian, fedtrimmedavg, krum"
 
 static void opt_list(const struct strategy_def *d, char *buf, size_t cap)
 {
@@ -232,11 +245,16 @@ static int parse_opts(const struct strategy_def *d, const char *opts, fed_strate
                 need = ">= 0 and finite";
             break;
         case R_COUNT:
-            if (!(v >= 1.0 && v <= 0x1p53))
-                need = "a whole number >= 1";
+        case R_WHOLE:
+            if (!(v >= (d->opts[i].range == R_COUNT ? 1.0 : 0.0) && v <= 0x1p53))
+                need = d->opts[i].range == R_COUNT ? "a whole number >= 1" : "a whole number >= 0";
             else if (v != floor(v))
                 return af_seterr(AF_EINVAL, "strategy '%s': option %s='%s' is not a whole number",
                                  d->name, tok, val);
+            break;
+        case R_HALF:
+            if (!(v >= 0.0 && v < 0.5))
+                need = "in [0, 0.5) (the share cut at each end)";
             break;
         }
         if (need)
@@ -274,7 +292,8 @@ int fed_strategy_create(const char *name, const char *opts, size_t n_params, fed
         return af_seterr(AF_ERANGE, "strategy '%s': %zu parameters is too many", d->name,
                          n_params);
     fed_strategy tmp = {.kind = d->kind, .n = n_params, .eta = d->eta, .beta = d->beta,
-                        .mu = d->mu, .beta1 = d->beta1, .beta2 = d->beta2, .tau = d->tau};
+                        .mu = d->mu, .beta1 = d->beta1, .beta2 = d->beta2, .tau = d->tau,
+                        .f = d->f, .keep = d->keep};
     int rc = parse_opts(d, opts, &tmp);
     if (rc < 0)
         return rc;
@@ -316,6 +335,7 @@ void fed_strategy_free(fed_strategy *s)
     if (!s)
         return;
     af_free(s->state);
+    free(s->scratch);
     free(s);
 }
 
@@ -727,6 +747,10 @@ int fed_strategy_apply(fed_strategy *s, const fed_agg *a, float *w)
         return af_seterr(AF_ESHAPE, "%s: accumulator was made for %s with %zu parameters, "
                                     "model has %zu",
                          kind_name(s->kind), kind_name(a->kind), a->n, s->n);
+    if (fed_strategy_needs_updates(s))
+        return af_seterr(AF_EINVAL, "%s: robust aggregation needs the round's individual "
+                                    "updates (fed_strategy_apply_updates), not their sum",
+                         kind_name(s->kind));
     if (!a->block[0])
         return af_seterr(AF_ESTATE, "%s: no updates this round, nothing to apply",
                          kind_name(s->kind));
@@ -782,8 +806,210 @@ int fed_strategy_apply(fed_strategy *s, const fed_agg *a, float *w)
             w[i] = (float)(w[i] + eta * tau_eff * MEAN(i));
         break;
     }
+    case FED_FEDMEDIAN:
+    case FED_FEDTRIMMEDAVG:
+    case FED_KRUM:
+        break; /* refused above */
     }
 #undef MEAN
+    return 0;
+}
+
+/* ---- robust aggregation over the individual updates -------------------------------------- */
+
+int fed_strategy_needs_updates(const fed_strategy *s)
+{
+    return s->kind == FED_FEDMEDIAN || s->kind == FED_FEDTRIMMEDAVG || s->kind == FED_KRUM;
+}
+
+int fed_strategy_check_updates(const fed_strategy *s, size_t m)
+{
+    const char *sn = kind_name(s->kind);
+    if (!fed_strategy_needs_updates(s))
+        return af_seterr(AF_EINVAL, "%s aggregates a weighted sum (fed_agg + fed_strategy_apply), "
+                                    "not individual updates",
+                         sn);
+    if (m == 0)
+        return af_seterr(AF_ESTATE, "%s: no updates this round, nothing to apply", sn);
+    if (s->kind == FED_KRUM) {
+        double f = s->f, keep = s->keep;
+        /* Blanchard et al. 2017: n > 2f + 2, so that each score has n − f − 2 >= 1 neighbours */
+        if (!((double)m > 2.0 * f + 2.0))
+            return af_seterr(AF_EINVAL, "krum: %zu updates this round, but f=%.0f needs more than "
+                                        "2f+2 = %.0f (lower f or select more devices per round)",
+                             m, f, 2.0 * f + 2.0);
+        if (!(keep <= (double)m - f))
+            return af_seterr(AF_EINVAL, "krum: m=%.0f updates to average, but only n − f = %.0f "
+                                        "of the %zu this round may be kept (lower m)",
+                             keep, (double)m - f, m);
+    }
+    if (m > SIZE_MAX / s->n || (s->kind == FED_KRUM && m > 65536))
+        return af_seterr(AF_ERANGE, "%s: %zu updates in one round is too many", sn, m);
+    return 0;
+}
+
+/* A float's bits as an unsigned key that orders like the value, with −0 < +0: a total order,
+ * so sorting a multiset of values gives one sequence whatever order they came in. */
+static inline uint32_t float_key(float x)
+{
+    uint32_t b;
+    memcpy(&b, &x, sizeof b);
+    return b >> 31 ? ~b : b | 0x80000000u;
+}
+
+static inline float key_float(uint32_t k)
+{
+    uint32_t b = k >> 31 ? k ^ 0x80000000u : ~k;
+    float x;
+    memcpy(&x, &b, sizeof x);
+    return x;
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return (x > y) - (x < y);
+}
+
+static int cmp_f64(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Sorts the keys of column i of the m × n block (ascending value). */
+static void sorted_column(const float *u, size_t m, size_t n, size_t i, uint32_t *key)
+{
+    for (size_t k = 0; k < m; k++)
+        key[k] = float_key(u[k * n + i]);
+    if (m <= 32) { /* insertion sort: the usual round is small */
+        for (size_t k = 1; k < m; k++) {
+            uint32_t v = key[k];
+            size_t j = k;
+            for (; j > 0 && key[j - 1] > v; j--)
+                key[j] = key[j - 1];
+            key[j] = v;
+        }
+    } else {
+        qsort(key, m, sizeof *key, cmp_u32);
+    }
+}
+
+/* Scratch of at least `bytes`, grown (never shrunk) across rounds. */
+static int scratch(fed_strategy *s, size_t bytes, void **out)
+{
+    if (bytes > s->scratch_bytes) {
+        void *p = realloc(s->scratch, bytes);
+        if (!p)
+            return af_seterr(AF_ENOMEM, "%s: out of memory for %zu bytes of scratch",
+                             kind_name(s->kind), bytes);
+        s->scratch = p;
+        s->scratch_bytes = bytes;
+    }
+    *out = s->scratch;
+    return 0;
+}
+
+/* Krum's selection (Blanchard et al. 2017) of u (m × n) into sel[0..keep), ascending slot
+ * order. Distances are summed over coordinates in index order, neighbour distances in
+ * ascending order, and equal scores go to the lower slot: the choice is a function of the
+ * block alone. */
+static void krum_select(const float *u, size_t m, size_t n, size_t f, size_t keep, double *d2,
+                        double *row, double *score, size_t *sel)
+{
+    for (size_t a = 0; a < m; a++) { /* d2[a][b] = ||u_a − u_b||² */
+        d2[a * m + a] = 0.0;
+        for (size_t b = a + 1; b < m; b++) {
+            const float *x = u + a * n, *y = u + b * n;
+            double acc = 0.0;
+            for (size_t i = 0; i < n; i++) {
+                double t = (double)x[i] - (double)y[i];
+                acc += t * t;
+            }
+            d2[a * m + b] = d2[b * m + a] = acc;
+        }
+    }
+    size_t nn = m - f - 2; /* score(a) = Σ of the m − f − 2 smallest ||u_a − u_b||², b ≠ a */
+    for (size_t a = 0; a < m; a++) {
+        size_t r = 0;
+        for (size_t b = 0; b < m; b++)
+            if (b != a)
+                row[r++] = d2[a * m + b];
+        qsort(row, r, sizeof *row, cmp_f64);
+        double sc = 0.0;
+        for (size_t k = 0; k < nn; k++)
+            sc += row[k];
+        score[a] = sc;
+    }
+    /* the keep lowest scores (ties: lower slot), by repeated selection; m is small */
+    uint8_t *taken = (uint8_t *)row; /* row is free again: m doubles >= m bytes */
+    memset(taken, 0, m);
+    for (size_t k = 0; k < keep; k++) {
+        size_t best = SIZE_MAX;
+        for (size_t a = 0; a < m; a++)
+            if (!taken[a] && (best == SIZE_MAX || score[a] < score[best]))
+                best = a;
+        taken[best] = 1;
+    }
+    size_t k = 0;
+    for (size_t a = 0; a < m; a++)
+        if (taken[a])
+            sel[k++] = a;
+}
+
+int fed_strategy_apply_updates(fed_strategy *s, const float *updates, size_t m, float *w)
+{
+    int rc = fed_strategy_check_updates(s, m);
+    if (rc)
+        return rc;
+    const char *sn = kind_name(s->kind);
+    const size_t n = s->n;
+    if (!updates || !w)
+        return af_seterr(AF_EINVAL, "%s: updates or weights are NULL", sn);
+    for (size_t k = 0; k < m; k++) { /* all checked before anything changes */
+        const float *u = updates + k * n;
+        if (!(max_abs(u, n) <= FLT_MAX)) {
+            size_t i = first_nonfinite(u, n);
+            return af_seterr(AF_EINVAL, "%s: update %zu: delta[%zu] is %s", sn, k, i,
+                             isnan(u[i]) ? "NaN" : "infinite");
+        }
+    }
+    const double eta = s->eta;
+    void *mem = NULL;
+    if (s->kind == FED_KRUM) {
+        const size_t f = (size_t)s->f, keep = (size_t)s->keep;
+        if ((rc = scratch(s, (m * m + 2 * m) * sizeof(double) + m * sizeof(size_t), &mem)))
+            return rc;
+        double *d2 = mem, *row = d2 + m * m, *score = row + m;
+        size_t *sel = (size_t *)(score + m);
+        krum_select(updates, m, n, f, keep, d2, row, score, sel);
+        for (size_t i = 0; i < n; i++) { /* x += eta·(1/keep)·Σ_{k∈sel} u_k, slots ascending */
+            double acc = 0.0;
+            for (size_t k = 0; k < keep; k++)
+                acc += (double)updates[sel[k] * n + i];
+            w[i] = (float)(w[i] + eta * (acc / (double)keep));
+        }
+        return 0;
+    }
+    if ((rc = scratch(s, m * sizeof(uint32_t), &mem)))
+        return rc;
+    uint32_t *key = mem;
+    /* fedtrimmedavg: cut ⌊β·m⌋ at each end (the 1e-9 keeps 0.29·100 = 28.999… from losing one) */
+    size_t cut = s->kind == FED_FEDTRIMMEDAVG ? (size_t)floor(s->beta * (double)m + 1e-9) : 0;
+    for (size_t i = 0; i < n; i++) {
+        sorted_column(updates, m, n, i, key);
+        double d;
+        if (s->kind == FED_FEDMEDIAN) { /* the middle value; the mean of the two for even m */
+            d = m & 1 ? (double)key_float(key[m / 2])
+                      : 0.5 * ((double)key_float(key[m / 2 - 1]) + (double)key_float(key[m / 2]));
+        } else { /* mean of the sorted values [cut, m − cut), summed in ascending order */
+            double acc = 0.0;
+            for (size_t k = cut; k < m - cut; k++)
+                acc += (double)key_float(key[k]);
+            d = acc / (double)(m - 2 * cut);
+        }
+        w[i] = (float)(w[i] + eta * d); /* x += eta·d */
+    }
     return 0;
 }
 

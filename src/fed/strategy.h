@@ -35,6 +35,9 @@ typedef enum {
     FED_FEDADAGRAD = 5, /* Reddi et al. 2021, Algorithm 2 (Adagrad) */
     FED_SCAFFOLD = 6,   /* Karimireddy et al. 2020: control variates */
     FED_FEDNOVA = 7,    /* Wang et al. 2020: normalised averaging */
+    FED_FEDMEDIAN = 8,  /* Yin et al. 2018: coordinate-wise median (robust, individual updates) */
+    FED_FEDTRIMMEDAVG = 9, /* Yin et al. 2018: coordinate-wise trimmed mean (robust) */
+    FED_KRUM = 10,      /* Blanchard et al. 2017: Krum / Multi-Krum (robust) */
 } fed_strategy_kind;
 
 typedef struct fed_strategy fed_strategy;
@@ -49,8 +52,8 @@ typedef struct fed_extra {
 } fed_extra;
 
 /* Creates a strategy by name — fedavg, fedavgm, fedprox, fedadam, fedyogi, fedadagrad,
- * scaffold, fednova — with options "k=v,k=v" (NULL or "" for defaults), for models of
- * n_params parameters. Options (defaults):
+ * scaffold, fednova, fedmedian, fedtrimmedavg, krum — with options "k=v,k=v" (NULL or "" for
+ * defaults), for models of n_params parameters. Options (defaults):
  *   fedavg      eta=1
  *   fedavgm     eta=1, beta=0.9                  (beta in [0,1))
  *   fedprox     eta=1, mu=0.01                   (mu >= 0; read back with fed_strategy_mu)
@@ -59,6 +62,10 @@ typedef struct fed_extra {
  *   fedadagrad  eta=0.01, beta1=0.9, tau=0.001
  *   scaffold    eta=1, clients=N                 (N = total number of clients, required)
  *   fednova     eta=1
+ *   fedmedian   eta=1                            (robust: see fed_strategy_apply_updates)
+ *   fedtrimmedavg eta=1, beta=0.1                (beta in [0, 0.5): share cut at each end)
+ *   krum        eta=1, f=0, m=1                  (f whole >= 0 Byzantine devices tolerated;
+ *                                                 m whole >= 1 updates averaged, Multi-Krum)
  * eta > 0 always; beta1, beta2 in [0,1); tau > 0; clients an integer >= 1.
  * Returns 0, AF_EINVAL (unknown strategy or option, malformed value, missing required
  * option, n_params 0), AF_ERANGE (value out of range) or AF_ENOMEM; the message names the
@@ -161,8 +168,44 @@ void *fed_agg_data(fed_agg *a, size_t *bytes);
 /* Applies the round to the global weights w[n_params] in place and advances the strategy's
  * state. Allocates nothing. The accumulator is left as is (reset it for the next round).
  * Returns 0, AF_ESTATE if no update was folded in (nothing changes), AF_ESHAPE if a was made
- * for another shape. */
+ * for another shape, AF_EINVAL for a robust strategy (fed_strategy_needs_updates). */
 int fed_strategy_apply(fed_strategy *s, const fed_agg *a, float *w);
+
+/* ---- robust aggregation (fedmedian, fedtrimmedavg, krum) ----
+ * These need the round's individual updates, not a weighted sum: the caller keeps each
+ * reporting device's delta and hands the m × n block over at the end of the round.
+ *
+ *   if (fed_strategy_needs_updates(s)) {
+ *       fed_strategy_check_updates(s, per_round);        // early: is krum's f possible?
+ *       ...row k of block = the k-th reporting device's delta, in a fixed (slot) order...
+ *       fed_strategy_apply_updates(s, block, m, w_global);
+ *   }
+ *
+ * Updates are unweighted (a device's sample count does not count: a Byzantine device could
+ * lie about it). Median and trimmed mean sort each coordinate under a total order (−0 < +0),
+ * so they do not depend on the row order at all; Krum's scores do not either, and its
+ * tie-break (lower row) and Multi-Krum's average (rows ascending) use the row order, which
+ * the caller keeps deterministic. An accumulator (fed_agg) can still be created for them and
+ * fed, its sum is simply not used. */
+
+/* 1 for fedmedian, fedtrimmedavg and krum, else 0. */
+int fed_strategy_needs_updates(const fed_strategy *s);
+
+/* Whether a round of m updates can be aggregated: 0, AF_EINVAL (not a robust strategy;
+ * krum with m <= 2f + 2, or Multi-Krum's m option > m − f — the message says which),
+ * AF_ESTATE (m = 0), AF_ERANGE (m too large: krum keeps an m × m distance matrix, m <= 65536). */
+int fed_strategy_check_updates(const fed_strategy *s, size_t m);
+
+/* Applies the robust aggregate of updates[m × n_params] (row k = one device's delta,
+ * row-major) to w[n_params] in place: x += eta·d with
+ *   fedmedian      d_i = median_k u_ki (the mean of the two middle values for even m)
+ *   fedtrimmedavg  d_i = mean of u_ki after dropping the ⌊beta·m⌋ largest and smallest
+ *   krum           d = mean of the m(option) rows of lowest score(k) = Σ of the m − f − 2
+ *                  smallest ||u_k − u_j||², j ≠ k (m = 1: the Krum row itself)
+ * Returns 0 or fed_strategy_check_updates' codes, AF_EINVAL (NULL pointers, NaN/Inf in a
+ * row — the message gives row and index; nothing changes), AF_ENOMEM. Allocates only when
+ * m exceeds every earlier round's (scratch: m·4 bytes, krum (m² + 3m)·8 bytes, kept in s). */
+int fed_strategy_apply_updates(fed_strategy *s, const float *updates, size_t m, float *w);
 
 /* ---- client-side helpers ---- */
 

@@ -727,6 +727,8 @@ static void close_attempt(srv_coord *c, proj *p)
         atomic_fetch_sub(&c->metrics->rounds_open, 1);
 }
 
+static int robust_apply(srv_coord *c, proj *p);
+
 /* Commits the open attempt: new global model = strategy(old, accumulated updates), stored
  * with the strategy state in one transaction. On failure nothing changes (the attempt stays
  * open and the next tick retries). */
@@ -744,7 +746,9 @@ static int commit_round(srv_coord *c, proj *p, double now)
     if (!rc && p->dp && !p->sa && p->plan.dp_adaptive_quantile > 0)
         rc = dp_central_fraction(p);
     if (!rc)
-        rc = fed_strategy_apply(p->strat, p->dp ? p->dp_agg : p->agg, p->w_next);
+        rc = fed_strategy_needs_updates(p->strat)
+                 ? robust_apply(c, p)
+                 : fed_strategy_apply(p->strat, p->dp ? p->dp_agg : p->agg, p->w_next);
     srv_blob *ck = NULL;
     float *old = p->model->params;
     int64_t v = p->version + 1;
@@ -930,6 +934,60 @@ static int reload_record(void *user, const store_log_record *rec)
     p->sel[p->n_sel++] = (store_selection){rec->device, rec->at};
     p->round.selected++;
     return 0;
+}
+
+/* Robust strategies (fedmedian, fedtrimmedavg, krum; plan.c keeps DP and secure aggregation
+ * away from them) need the individual updates, not the streamed sum (which they leave
+ * unused): at commit the attempt's stored reports are read back, re-validated as a reload
+ * does, into an m × n block in log order (which a restart reproduces) and the strategy
+ * applied to w_next. */
+typedef struct robust_ctx {
+    srv_coord *c;
+    proj *p;
+    float *block;   /* cap rows of n_params */
+    int64_t *ids;   /* the device of each row, to skip a duplicate as reload_report does */
+    size_t m, cap;
+} robust_ctx;
+
+static int robust_record(void *user, const store_log_record *rec)
+{
+    robust_ctx *x = user;
+    if (rec->type != STORE_LOG_REPORT || x->m == x->cap)
+        return 0;
+    for (size_t k = 0; k < x->m; k++)
+        if (x->ids[k] == rec->device)
+            return 0;
+    srv_upload_rules rules = upload_rules(x->c, x->p);
+    rules.max_len = rules.body_len = rec->len;
+    srv_reply r = {0};
+    srv_update u;
+    srv_upload *up;
+    int rc = srv_upload_create(&rules, NULL, x->block + x->m * x->p->model->n_params, &up);
+    if (rc)
+        return rc;
+    if (!srv_upload_feed(up, rec->data, rec->len, &r) && !srv_upload_finish(up, &u, &r))
+        x->ids[x->m++] = rec->device; /* an invalid one was skipped (and logged) at reload */
+    srv_upload_free(up);
+    return 0;
+}
+
+static int robust_apply(srv_coord *c, proj *p)
+{
+    size_t n = p->model->n_params, cap = p->round.reports > 0 ? (size_t)p->round.reports : 0;
+    if (cap > SIZE_MAX / sizeof(float) / n)
+        return af_seterr(AF_ENOMEM, "%s: %zu updates of %zu parameters do not fit in memory",
+                         p->plan.strategy, cap, n);
+    robust_ctx x = {c, p, malloc(cap * n * sizeof(float) + 1), malloc(cap * sizeof(int64_t) + 1),
+                    0, cap};
+    int rc = 0;
+    if (!x.block || !x.ids)
+        rc = af_seterr(AF_ENOMEM, "%s: out of memory for the round's %zu updates",
+                       p->plan.strategy, cap);
+    else if (!(rc = store_log_each(p->log, robust_record, &x)))
+        rc = fed_strategy_apply_updates(p->strat, x.block, x.m, p->w_next);
+    free(x.block);
+    free(x.ids);
+    return rc;
 }
 
 static int load_open_round(srv_coord *c, proj *p)

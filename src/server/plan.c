@@ -187,14 +187,29 @@ int srv_plan_parse(const cJSON *plan, const nn_model *m, srv_plan *out)
     /* SCAFFOLD needs per-device control variates on the wire: not in protocol v1 */
     if (strcmp(p.strategy, "scaffold") == 0)
         return af_seterr(AF_EINVAL, "plan.strategy: scaffold is not supported by the coordinator "
-                                    "(use fedavg, fedavgm, fedprox, fedadam, fedyogi, fedadagrad "
-                                    "or fednova)");
+                                    "(use fedavg, fedavgm, fedprox, fedadam, fedyogi, fedadagrad, "
+                                    "fednova, fedmedian, fedtrimmedavg or krum)");
+    /* robust aggregation reads every individual update back at commit */
+    if ((p.secagg || p.dp_clip > 0) && (!strcmp(p.strategy, "fedmedian") ||
+                                        !strcmp(p.strategy, "fedtrimmedavg") ||
+                                        !strcmp(p.strategy, "krum")))
+        return af_seterr(AF_EINVAL, "plan.strategy: %s cannot be combined with %s: robust "
+                                    "aggregation needs the individual updates, which secure "
+                                    "aggregation hides and DP's sensitivity analysis does not cover",
+                         p.strategy, p.secagg ? "secure aggregation (plan.secagg)" : "DP (plan.dp_clip)");
     if (p.secagg && !p.label_stats && strcmp(p.strategy, "fednova") == 0)
         return af_seterr(AF_EINVAL, "plan.strategy: fednova cannot be combined with secure "
                                     "aggregation (its tau is per device)");
     fed_strategy *s = NULL;
     if ((rc = fed_strategy_create(p.strategy, p.strategy_opts, m->n_params, &s)))
         return af_preerr(AF_EINVAL, "plan.strategy/strategy_opts");
+    /* a commit has min_reports to srv_plan_quota reports: krum's f and m must fit them all */
+    if (fed_strategy_needs_updates(s) &&
+        ((rc = fed_strategy_check_updates(s, (size_t)p.min_reports)) ||
+         (rc = fed_strategy_check_updates(s, (size_t)srv_plan_quota(&p))))) {
+        fed_strategy_free(s);
+        return af_preerr(AF_EINVAL, "plan.strategy_opts with min_reports %d", p.min_reports);
+    }
     fed_strategy_free(s);
     *out = p;
     return 0;

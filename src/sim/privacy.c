@@ -95,6 +95,11 @@ int sim_privacy_create(const sim_cfg *c, fed_strategy_kind kind, size_t n_params
         return af_seterr(AF_EINVAL, "--secagg-threshold and --secagg-range need --secagg");
     if (!dp && !c->secagg)
         return 0;
+    if (kind == FED_FEDMEDIAN || kind == FED_FEDTRIMMEDAVG || kind == FED_KRUM)
+        return af_seterr(AF_EINVAL, "--strategy %s cannot be combined with DP or secure aggregation: "
+                                    "robust aggregation needs the individual updates, which secure "
+                                    "aggregation hides and DP's sensitivity analysis does not cover",
+                         kind == FED_FEDMEDIAN ? "fedmedian" : kind == FED_KRUM ? "krum" : "fedtrimmedavg");
     if (kind == FED_SCAFFOLD || kind == FED_FEDNOVA)
         return af_seterr(AF_EINVAL, "--strategy %s cannot be combined with DP or secure aggregation "
                                     "(its extra per-device state is neither clipped nor aggregated securely)",

@@ -1,5 +1,7 @@
 /* sim.c — the simulated federated round (see sim.h): select, train locally in parallel,
- * aggregate exactly, evaluate centrally and on the devices' held-out splits. */
+ * aggregate exactly (or robustly, over the block of individual updates), evaluate centrally
+ * and on the devices' held-out splits. Byzantine devices, when asked for, replace their
+ * update here, before privacy and aggregation see it. */
 #include "sim/sim.h"
 
 #include <limits.h>
@@ -25,7 +27,7 @@
 
 /* RNG stream tags: every random decision has its own stream, so adding one never shifts
  * another (a run stays comparable across versions and options). */
-enum { TAG_SELECT = 1, TAG_DROP = 2, TAG_SPEED = 3, TAG_LOCAL = 4 };
+enum { TAG_SELECT = 1, TAG_DROP = 2, TAG_SPEED = 3, TAG_LOCAL = 4, TAG_BYZ = 5, TAG_BYZ_NOISE = 6 };
 
 typedef struct sim_worker {
     nn_model *replica;
@@ -70,6 +72,9 @@ struct sim {
     double *dev_acc;  /* federated evaluation, one per device with held-out data */
     long *dev_hits, *dev_n;
     int rc[SIM_MAX_THREADS];
+    /* robust strategies: row `slot` = that slot's delta (per_round × n_params), NULL else */
+    float *upd;
+    uint8_t *byz;     /* per device: 1 = Byzantine (NULL when none) */
 };
 
 void sim_cfg_defaults(sim_cfg *c)
@@ -89,6 +94,32 @@ void sim_cfg_defaults(sim_cfg *c)
     c->eval_every = 1;
     c->threads = 1;
     c->seed = 1;
+}
+
+int sim_byzantine_parse(const char *arg, sim_cfg *cfg)
+{
+    if (!arg || !*arg)
+        return af_seterr(AF_EINVAL, "--byzantine: expected FRAC[:MODE], got nothing");
+    char *end;
+    double f = strtod(arg, &end);
+    if (end == arg || (*end && *end != ':'))
+        return af_seterr(AF_EINVAL, "--byzantine '%s': expected FRAC[:MODE] with FRAC a number "
+                                    "in [0, 1)", arg);
+    if (!(f >= 0.0 && f < 1.0))
+        return af_seterr(AF_ERANGE, "--byzantine '%s': FRAC must be in [0, 1)", arg);
+    int mode = SIM_BYZ_SIGNFLIP;
+    if (*end == ':') {
+        if (!strcmp(end + 1, "signflip"))
+            mode = SIM_BYZ_SIGNFLIP;
+        else if (!strcmp(end + 1, "noise"))
+            mode = SIM_BYZ_NOISE;
+        else
+            return af_seterr(AF_EINVAL, "--byzantine '%s': MODE '%s' is not one of signflip, noise",
+                             arg, end + 1);
+    }
+    cfg->byzantine_frac = f;
+    cfg->byzantine_mode = mode;
+    return 0;
 }
 
 static int check_cfg(const sim_cfg *c, size_t n_samples)
@@ -116,6 +147,11 @@ static int check_cfg(const sim_cfg *c, size_t n_samples)
         return af_seterr(AF_ERANGE, "--deadline must be >= 0 and --device-rate > 0");
     if (c->eval_every < 0)
         return af_seterr(AF_ERANGE, "--eval-every must be >= 0, got %d", c->eval_every);
+    if (!(c->byzantine_frac >= 0.0 && c->byzantine_frac < 1.0))
+        return af_seterr(AF_ERANGE, "--byzantine: the share of devices must be in [0, 1), got %g",
+                         c->byzantine_frac);
+    if (c->byzantine_mode != SIM_BYZ_SIGNFLIP && c->byzantine_mode != SIM_BYZ_NOISE)
+        return af_seterr(AF_EINVAL, "--byzantine: unknown mode %d", c->byzantine_mode);
     if (c->threads < 1 || c->threads > SIM_MAX_THREADS)
         return af_seterr(AF_ERANGE, "--threads must be in [1, %d], got %d", SIM_MAX_THREADS, c->threads);
     return nn_optim_check(&c->opt);
@@ -168,6 +204,44 @@ int sim_create(const sim_cfg *cfg, const nn_model *model, const data_dataset *tr
         goto fail;
     if ((rc = fed_agg_create(s->strat, &s->agg)))
         goto fail;
+    if (fed_strategy_needs_updates(s->strat)) {
+        if (s->size > 1) {
+            rc = af_seterr(AF_EINVAL, "--strategy %s does not run under MPI yet: robust aggregation "
+                           "needs every update on one rank (run it in one process)", cfg->strategy);
+            goto fail;
+        }
+        if ((rc = fed_strategy_check_updates(s->strat, (size_t)s->per_round))) {
+            af_preerr(rc, "--strategy %s with %d devices per round", cfg->strategy, s->per_round);
+            goto fail;
+        }
+        if ((size_t)s->per_round > SIZE_MAX / sizeof(float) / model->n_params ||
+            !(s->upd = af_alloc(sizeof(float) * model->n_params * (size_t)s->per_round))) {
+            rc = af_seterr(AF_ENOMEM, "sim: out of memory for %d updates of %zu parameters "
+                           "(--strategy %s keeps each one)", s->per_round, model->n_params, cfg->strategy);
+            goto fail;
+        }
+    }
+    int n_byz = (int)lround(cfg->byzantine_frac * cfg->clients);
+    if (n_byz > 0) { /* a fixed set: the first n_byz of a seeded permutation of the devices */
+        uint32_t *perm = malloc(sizeof(uint32_t) * (size_t)cfg->clients);
+        s->byz = calloc((size_t)cfg->clients, 1);
+        if (!perm || !s->byz) {
+            free(perm);
+            rc = af_seterr(AF_ENOMEM, "sim: out of memory");
+            goto fail;
+        }
+        af_rng br = af_rng_split(cfg->seed ^ ((uint64_t)TAG_BYZ << 56), 0);
+        for (int i = 0; i < cfg->clients; i++)
+            perm[i] = (uint32_t)i;
+        for (int i = 0; i < n_byz; i++) {
+            int j = i + (int)af_rng_below(&br, (uint32_t)(cfg->clients - i));
+            uint32_t t = perm[i];
+            perm[i] = perm[j];
+            perm[j] = t;
+            s->byz[perm[i]] = 1;
+        }
+        free(perm);
+    }
 #ifdef AF_HAVE_MPI
     if (s->size > 1) { /* a partial sum travels in one MPI message, counted in an int */
         size_t bytes;
@@ -267,6 +341,8 @@ void sim_free(sim *s)
     free(s->dev_acc);
     free(s->dev_hits);
     free(s->dev_n);
+    af_free(s->upd);
+    free(s->byz);
     free(s);
 }
 
@@ -330,12 +406,32 @@ static void train_device(void *ctx, int k, int tid)
         ex.delta_c = w->delta_c;
     }
     ex.tau = fed_nova_tau((double)steps, s->cfg.opt.kind == NN_OPT_SGD ? s->cfg.opt.momentum : 0.0);
+    if (s->byz && s->byz[d]) { /* the attacker trained honestly; it sends something else */
+        if (s->cfg.byzantine_mode == SIM_BYZ_SIGNFLIP) {
+            for (size_t j = 0; j < n; j++) /* −10·Δ: ascend the loss, ten times as far */
+                w->delta[j] *= -10.0f;
+        } else {
+            af_rng nr = af_rng_split(s->cfg.seed ^ ((uint64_t)TAG_BYZ_NOISE << 56),
+                                     (uint64_t)s->round * (uint64_t)s->cfg.clients + (uint64_t)d);
+            for (size_t j = 0; j < n; j++) /* N(0, 100²) per value */
+                w->delta[j] = (float)(100.0 * af_rng_normal(&nr));
+        }
+    }
     double weight = (double)nt;
     int sent = 0, rc = 0;
     if (s->priv) /* DP clipping and noise shares; with secagg the masked update leaves here */
         rc = sim_privacy_device(s->priv, tid, s->mine[k], d, w->delta, (double)nt, &weight, &sent);
-    if (!rc && !sent)
+    if (!rc && !sent && s->upd) { /* robust: keep the update in its slot's row */
+        size_t j = 0;
+        while (j < n && isfinite(w->delta[j]))
+            j++;
+        if (j < n)
+            rc = af_seterr(AF_EINVAL, "%s update: delta[%zu] is not finite", s->cfg.strategy, j);
+        else
+            memcpy(s->upd + (size_t)s->mine[k] * n, w->delta, sizeof(float) * n);
+    } else if (!rc && !sent) {
         rc = fed_agg_add(w->agg, w->delta, weight, &ex);
+    }
     if (rc) {
         /* a diverged device (NaN update) is refused like on a real coordinator */
         sl->status = 3;
@@ -480,6 +576,7 @@ int sim_run_round(sim *s, int r, sim_round *out)
         const slot *sl = &s->slots[i];
         if (sl->status == 0) {
             out->reported++;
+            out->byzantine += s->byz && s->byz[sl->device];
             loss += sl->loss * sl->samples;
             wsum += sl->samples;
             if (sl->sim_time > slowest)
@@ -502,7 +599,19 @@ int sim_run_round(sim *s, int r, sim_round *out)
         if (rc)
             return rc;
     }
-    if (s->rank == 0 && fed_agg_count(s->agg) > 0) {
+    if (s->upd && out->reported > 0) {
+        /* the reports' rows, packed in slot order (rows only move up: memmove in place) */
+        size_t k = 0;
+        for (int i = 0; i < m; i++)
+            if (s->slots[i].status == 0) {
+                if (k != (size_t)i)
+                    memmove(s->upd + k * n, s->upd + (size_t)i * n, sizeof(float) * n);
+                k++;
+            }
+        int rc = fed_strategy_apply_updates(s->strat, s->upd, k, s->global->params);
+        if (rc)
+            return af_preerr(rc, "round %d", r);
+    } else if (s->rank == 0 && fed_agg_count(s->agg) > 0) {
         int rc = fed_strategy_apply(s->strat, s->agg, s->global->params);
         if (rc)
             return rc;

@@ -9,7 +9,10 @@
  *
  * Determinism: a device's local training draws from af_rng_split(seed, round, device) and
  * the strategies sum updates exactly (fed/strategy.h), so a run is bitwise the same for a
- * seed whatever the thread count or the number of MPI ranks.
+ * seed whatever the thread count or the number of MPI ranks. The robust strategies
+ * (fedmedian, fedtrimmedavg, krum) get the round's updates as one block in selection-slot
+ * order (memory: per_round × n_params floats more), so they are thread-count independent
+ * too; they do not run under MPI (refused).
  */
 #ifndef AF_SIM_SIM_H
 #define AF_SIM_SIM_H
@@ -52,7 +55,21 @@ typedef struct sim_cfg {
     int secagg;                  /* 1 = on */
     int secagg_threshold;        /* t; 0 = ceil(2/3 of the devices per round) */
     double secagg_range;         /* without DP: |delta| bound per coordinate for fixed point; 0 = 1 */
+    /* Byzantine devices, for robustness experiments: a fixed set of round(frac·K) devices,
+     * drawn once from the seed, that send a malicious update whenever they are selected */
+    double byzantine_frac;       /* in [0, 1); 0 = every device is honest */
+    int byzantine_mode;          /* sim_byzantine_mode */
 } sim_cfg;
+
+typedef enum {
+    SIM_BYZ_SIGNFLIP = 0, /* send −10 × the honest delta (the default) */
+    SIM_BYZ_NOISE = 1,    /* send N(0, 100²) per parameter, fresh each round */
+} sim_byzantine_mode;
+
+/* Parses "FRAC[:MODE]" (MODE signflip or noise; default signflip) into cfg->byzantine_frac
+ * and cfg->byzantine_mode. 0, or AF_EINVAL/AF_ERANGE with a message naming --byzantine
+ * (cfg unchanged then). */
+int sim_byzantine_parse(const char *arg, sim_cfg *cfg);
 
 /* Defaults of the FedAvg paper's setting: 100 clients, C=0.1, E=1, B=10, SGD lr 0.05, IID. */
 void sim_cfg_defaults(sim_cfg *c);
@@ -70,6 +87,7 @@ typedef struct sim_round {
     double dp_clip;                    /* the clip S used this round (NAN without DP) */
     int budget_exhausted;              /* 1: the target ε allows no further round */
     int secagg_abandoned;              /* 1: fewer than t survivors, the model did not change */
+    int byzantine;                     /* reports this round that came from Byzantine devices */
     uint64_t secagg_clamped;           /* values outside the fixed-point range (clamped) */
 } sim_round;
 

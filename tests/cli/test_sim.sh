@@ -172,6 +172,22 @@ sys.exit(0 if strip(a) == strip(b) and a["final_accuracy"] == b["final_accuracy"
     [ "$fail" = "$fail0" ] || { echo "  mpirun stderr:"; tail -n 20 "$TMP/mpi.err"; }
 fi
 
+# ---- Byzantine devices: 20% sign flippers wreck FedAvg, not the coordinate-wise median ----
+BYZ="--limit 6000 --clients 20 --per-round 10 --rounds 8 --local-epochs 2 --eval-every 0 --threads 2 --quiet --json"
+"$BIN" sim $BYZ --strategy fedavg >"$TMP/byz0.out" 2>"$TMP/byz0.err"
+"$BIN" sim $BYZ --strategy fedavg --byzantine 0.2 --out "$TMP/byz1" >"$TMP/byz1.out" 2>"$TMP/byz1.err"
+"$BIN" sim $BYZ --strategy fedmedian --byzantine 0.2:signflip >"$TMP/byz2.out" 2>"$TMP/byz2.err"
+check "--byzantine 0.2: FedAvg falls far below the clean run, fedmedian stays near it" python3 -c '
+import json, sys
+acc = [json.loads(open(f).read().strip().splitlines()[-1])["final_accuracy"] for f in sys.argv[1:4]]
+print("  clean fedavg %.4f, attacked fedavg %.4f, attacked fedmedian %.4f" % tuple(acc))
+sys.exit(0 if acc[0] > 0.6 and acc[1] < 0.3 and acc[2] > acc[0] - 0.12 else 1)' \
+    "$TMP/byz0.out" "$TMP/byz1.out" "$TMP/byz2.out"
+check "--byzantine is in config.json" python3 -c '
+import json, sys
+j = json.load(open(sys.argv[1]))
+sys.exit(0 if j["byzantine"] == 0.2 and j["byzantine_mode"] == "signflip" else 1)' "$TMP/byz1/config.json"
+
 # ---- bad input: non-zero exit, one line, nothing written ----
 bad() { # bad NAME ARGS...
     name=$1
@@ -195,6 +211,12 @@ bad "--frac 0" --frac 0
 bad "--frac 1.5" --frac 1.5
 bad "an unknown option" --bogus 1
 bad "a non-number" --rounds x
+bad "--byzantine 1" --byzantine 1
+bad "--byzantine with an unknown mode" --byzantine 0.2:flip
+bad "krum with f too large for the round (m <= 2f+2)" --strategy krum --strategy-opts f=1 --per-round 4
+bad "fedtrimmedavg beta=0.5" --strategy fedtrimmedavg --strategy-opts beta=0.5
+bad "fedmedian with DP" --strategy fedmedian --dp-clip 1
+bad "krum with secure aggregation" --strategy krum --per-round 5 --secagg
 
 # ---- scale: 10,000 devices (quantity skew) over the whole training set in under 1 GB ----
 start=$(date +%s)

@@ -735,3 +735,211 @@ TEST(strategy_refuses_bad_slices_and_folds_nothing)
     fed_strategy_free(s);
     fed_strategy_free(nova);
 }
+
+/* ---- robust aggregation (fedmedian, fedtrimmedavg, krum) ---- */
+
+/* Applies strategy `name` with `opts` to the m × n block u from w = w0 (n <= 8). 0 or AF_E*. */
+static int robust_round(const char *name, const char *opts, const float *u, size_t m, size_t n,
+                        const float *w0, float *w)
+{
+    fed_strategy *s;
+    int rc = fed_strategy_create(name, opts, n, &s);
+    if (rc)
+        return rc;
+    memcpy(w, w0, sizeof(float) * n);
+    rc = fed_strategy_apply_updates(s, u, m, w);
+    fed_strategy_free(s);
+    return rc;
+}
+
+TEST(strategy_fedmedian_hand_worked)
+{
+    /* 5 devices, 3 parameters; columns sorted: (−1, 0, 2, 5, 9), (−3, −3, 1, 4, 100), (0,0,0,0,7) */
+    const float u[5 * 3] = {2, 1, 0, 9, -3, 0, -1, 100, 7, 0, 4, 0, 5, -3, 0};
+    const float w0[3] = {10, 20, 30};
+    float w[3];
+    CHECK_EQ_INT(robust_round("fedmedian", NULL, u, 5, 3, w0, w), 0);
+    const float want[3] = {12, 21, 30};
+    CHECK_ALLCLOSE(w, want, 3, 0, 0);
+    /* even m: the mean of the two middle values; eta scales the step */
+    CHECK_EQ_INT(robust_round("fedmedian", "eta=0.5", u, 4, 3, w0, w), 0);
+    /* first 4 rows: (−1, 0, 2, 9) → 1; (−3, 1, 4, 100) → 2.5; (0, 0, 0, 7) → 0 */
+    const float want2[3] = {10.5f, 21.25f, 30};
+    CHECK_ALLCLOSE(w, want2, 3, 0, 0);
+    /* one update: the update itself */
+    CHECK_EQ_INT(robust_round("fedmedian", NULL, u + 6, 1, 3, w0, w), 0);
+    const float want3[3] = {9, 120, 37};
+    CHECK_ALLCLOSE(w, want3, 3, 0, 0);
+}
+
+TEST(strategy_fedtrimmedavg_hand_worked)
+{
+    const float u[5 * 2] = {1, -50, 2, 0, 3, 1, 4, 2, 1000, 3};
+    const float w0[2] = {0, 0};
+    float w[2];
+    /* beta 0.2, m 5: cut 1 at each end → mean(2, 3, 4) = 3 and mean(0, 1, 2) = 1 */
+    CHECK_EQ_INT(robust_round("fedtrimmedavg", "beta=0.2", u, 5, 2, w0, w), 0);
+    const float want[2] = {3, 1};
+    CHECK_ALLCLOSE(w, want, 2, 0, 0);
+    /* default beta 0.1: ⌊0.5⌋ = 0 cut, the plain mean (1010/5, −44/5) */
+    CHECK_EQ_INT(robust_round("fedtrimmedavg", NULL, u, 5, 2, w0, w), 0);
+    const float want2[2] = {202, -8.8f};
+    CHECK_ALLCLOSE(w, want2, 2, 0, 1e-5);
+    /* beta 0.49, m 5: cut 2 at each end, the median */
+    CHECK_EQ_INT(robust_round("fedtrimmedavg", "beta=0.49", u, 5, 2, w0, w), 0);
+    CHECK_ALLCLOSE(w, want, 2, 0, 0);
+}
+
+TEST(strategy_krum_and_multikrum_hand_worked)
+{
+    /* one parameter, values 0, 1, 3, 10, 100 (f = 1: 5 − 1 − 2 = 2 neighbours):
+     * scores 0: 1+9 = 10, 1: 1+4 = 5, 3: 4+9 = 13, 10: 49+81 = 130, 100: 8100+9409 */
+    const float u[5] = {10, 0, 100, 3, 1};
+    const float w0[1] = {0};
+    float w[1];
+    CHECK_EQ_INT(robust_round("krum", "f=1", u, 5, 1, w0, w), 0);
+    CHECK(w[0] == 1.0f);
+    CHECK_EQ_INT(robust_round("krum", "f=1,m=2", u, 5, 1, w0, w), 0); /* rows 1 and 0 */
+    CHECK(w[0] == 0.5f);
+    CHECK_EQ_INT(robust_round("krum", "f=1,m=3", u, 5, 1, w0, w), 0); /* + row 3 */
+    CHECK_NEAR(w[0], 4.0 / 3.0, 1e-6);
+    /* f = 0, m = 5 = every update: the plain mean */
+    CHECK_EQ_INT(robust_round("krum", "m=5", u, 5, 1, w0, w), 0);
+    CHECK_NEAR(w[0], 22.8, 1e-5);
+    CHECK_EQ_INT(robust_round("krum", "f=1,eta=2", u, 5, 1, w0, w), 0);
+    CHECK(w[0] == 2.0f);
+}
+
+/* 10 devices, 64 parameters: 7 honest updates near +1, f = 3 attackers sending −10× an honest
+ * one (sign flip) or a far point. Krum returns one honest row exactly, Multi-Krum (m = 4) a
+ * mean of honest rows, median and trimmed mean (beta 0.3 cuts 3) stay within the honest
+ * range, and the weighted mean (FedAvg) is dragged far off. */
+TEST(strategy_krum_picks_the_honest_cluster)
+{
+    enum { M = 10, N = 64, F = 3 };
+    float *u = malloc(sizeof(float) * M * N), w[N], zero[N] = {0};
+    af_rng r = af_rng_split(7, 0);
+    for (int k = 0; k < M; k++)
+        for (int i = 0; i < N; i++)
+            u[k * N + i] = (float)(1.0 + 0.05 * af_rng_normal(&r));
+    /* attackers in slots 2, 5, 9 */
+    for (int i = 0; i < N; i++) {
+        u[2 * N + i] = -10.0f * u[0 * N + i];
+        u[5 * N + i] = -10.0f * u[1 * N + i];
+        u[9 * N + i] = 50.0f + (float)i;
+    }
+    CHECK_EQ_INT(robust_round("krum", "f=3", u, M, N, zero, w), 0);
+    int match = -1;
+    for (int k = 0; k < M; k++)
+        if (!memcmp(w, u + k * N, sizeof w))
+            match = k;
+    CHECK(match >= 0 && match != 2 && match != 5 && match != 9);
+    int ok = 1;
+    CHECK_EQ_INT(robust_round("krum", "f=3,m=4", u, M, N, zero, w), 0);
+    for (int i = 0; i < N; i++)
+        ok &= w[i] > 0.8f && w[i] < 1.2f;
+    CHECK(ok);
+    CHECK_EQ_INT(robust_round("fedmedian", NULL, u, M, N, zero, w), 0);
+    for (int i = 0; i < N; i++)
+        ok &= w[i] > 0.8f && w[i] < 1.2f;
+    CHECK(ok);
+    CHECK_EQ_INT(robust_round("fedtrimmedavg", "beta=0.3", u, M, N, zero, w), 0);
+    for (int i = 0; i < N; i++)
+        ok &= w[i] > 0.8f && w[i] < 1.2f;
+    CHECK(ok);
+    /* the sum the FedAvg family would take: far from the honest +1 */
+    fed_strategy *s;
+    fed_agg *a;
+    CHECK(fed_strategy_create("fedavg", NULL, N, &s) == 0);
+    CHECK(fed_agg_create(s, &a) == 0);
+    for (int k = 0; k < M; k++)
+        CHECK(fed_agg_add(a, u + k * N, 1.0, NULL) == 0);
+    memset(w, 0, sizeof w);
+    CHECK(fed_strategy_apply(s, a, w) == 0);
+    CHECK(w[0] < 0.0f || w[0] > 3.0f);
+    fed_agg_free(a);
+    fed_strategy_free(s);
+    free(u);
+}
+
+/* The result does not depend on the rows' order: median and trimmed mean sort under a total
+ * order; Krum's scores are a function of the set (distinct scores here). Bitwise. */
+TEST(strategy_robust_results_do_not_depend_on_row_order)
+{
+    enum { M = 9, N = 33 };
+    float *u = malloc(sizeof(float) * M * N), *v = malloc(sizeof(float) * M * N);
+    float w0[N], wa[N], wb[N];
+    af_rng r = af_rng_split(11, 0);
+    for (int i = 0; i < M * N; i++)
+        u[i] = (float)af_rng_normal(&r);
+    u[3] = -0.0f; /* signed zeros must not make the order matter */
+    u[N + 3] = 0.0f;
+    for (int i = 0; i < N; i++)
+        w0[i] = (float)af_rng_normal(&r);
+    const int perm[M] = {4, 8, 0, 2, 7, 1, 6, 3, 5};
+    for (int k = 0; k < M; k++)
+        memcpy(v + k * N, u + perm[k] * N, sizeof(float) * N);
+    const char *names[] = {"fedmedian", "fedtrimmedavg", "krum"};
+    const char *opts[] = {"", "beta=0.25", "f=2"};
+    for (int t = 0; t < 3; t++) {
+        CHECK_EQ_INT(robust_round(names[t], opts[t], u, M, N, w0, wa), 0);
+        CHECK_EQ_INT(robust_round(names[t], opts[t], v, M, N, w0, wb), 0);
+        CHECK_MSG(!memcmp(wa, wb, sizeof wa), "%s depends on the row order", names[t]);
+        CHECK(memcmp(wa, w0, sizeof wa) != 0);
+    }
+    free(u);
+    free(v);
+}
+
+TEST(strategy_robust_refusals)
+{
+    fed_strategy *s;
+    float u[8 * 2] = {0}, w[2] = {1, 2};
+    /* option checks at creation */
+    CHECK(fed_strategy_create("fedtrimmedavg", "beta=0.5", 2, &s) == AF_ERANGE);
+    CHECK(strstr(af_errmsg(), "beta=0.5 must be in [0, 0.5)"));
+    CHECK(fed_strategy_create("fedtrimmedavg", "beta=-0.1", 2, &s) == AF_ERANGE);
+    CHECK(fed_strategy_create("krum", "f=-1", 2, &s) == AF_ERANGE);
+    CHECK(fed_strategy_create("krum", "f=1.5", 2, &s) == AF_EINVAL);
+    CHECK(strstr(af_errmsg(), "not a whole number"));
+    CHECK(fed_strategy_create("krum", "m=0", 2, &s) == AF_ERANGE);
+    CHECK(fed_strategy_create("fedmedian", "beta=0.1", 2, &s) == AF_EINVAL);
+    CHECK(strstr(af_errmsg(), "unknown option 'beta'"));
+    /* krum needs m > 2f + 2: f = 2 refuses 6 updates, takes 7 */
+    CHECK(fed_strategy_create("krum", "f=2", 2, &s) == 0);
+    CHECK(fed_strategy_needs_updates(s) == 1);
+    CHECK(fed_strategy_apply_updates(s, u, 6, w) == AF_EINVAL);
+    CHECK_MSG(strstr(af_errmsg(), "more than 2f+2 = 6"), "%s", af_errmsg());
+    CHECK(w[0] == 1 && w[1] == 2);
+    CHECK(fed_strategy_check_updates(s, 7) == 0);
+    CHECK(fed_strategy_apply_updates(s, u, 7, w) == 0);
+    CHECK(fed_strategy_apply_updates(s, u, 0, w) == AF_ESTATE);
+    /* the sum API is refused for a robust strategy */
+    fed_agg *a;
+    CHECK(fed_agg_create(s, &a) == 0);
+    CHECK(fed_agg_add(a, u, 1.0, NULL) == 0);
+    CHECK(fed_strategy_apply(s, a, w) == AF_EINVAL);
+    CHECK(strstr(af_errmsg(), "individual updates"));
+    fed_agg_free(a);
+    fed_strategy_free(s);
+    /* Multi-Krum keeps at most m − f */
+    CHECK(fed_strategy_create("krum", "f=1,m=7", 2, &s) == 0);
+    CHECK(fed_strategy_apply_updates(s, u, 7, w) == AF_EINVAL);
+    CHECK(strstr(af_errmsg(), "m=7"));
+    CHECK(fed_strategy_apply_updates(s, u, 8, w) == 0);
+    fed_strategy_free(s);
+    /* NaN in a row: refused, nothing changes */
+    CHECK(fed_strategy_create("fedmedian", NULL, 2, &s) == 0);
+    u[2 * 2 + 1] = NAN;
+    w[0] = 1;
+    w[1] = 2;
+    CHECK(fed_strategy_apply_updates(s, u, 3, w) == AF_EINVAL);
+    CHECK_MSG(strstr(af_errmsg(), "update 2: delta[1] is NaN"), "%s", af_errmsg());
+    CHECK(w[0] == 1 && w[1] == 2);
+    fed_strategy_free(s);
+    /* the weighted-sum strategies do not take blocks */
+    CHECK(fed_strategy_create("fedavg", NULL, 2, &s) == 0);
+    CHECK(fed_strategy_needs_updates(s) == 0);
+    CHECK(fed_strategy_apply_updates(s, u, 2, w) == AF_EINVAL);
+    fed_strategy_free(s);
+}
