@@ -105,7 +105,7 @@ JOBS := -j$(shell nproc 2>/dev/null || echo 2)
 
 demo: deps
 	@$(MAKE) --no-print-directory $(JOBS) $(BIN)
-	@$(if $(SECAGG),DEMO_SECAGG=$(SECAGG) )tools/demo.sh $(BUILD)
+	@$(if $(SECAGG),DEMO_SECAGG=$(SECAGG) )$(if $(HOLD),DEMO_HOLD=$(HOLD) )tools/demo.sh $(BUILD)
 
 # The suite: C unit tests (one runner), then the command-line tests; one closing count line.
 test: deps

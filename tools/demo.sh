@@ -6,7 +6,8 @@
 # trained model and evaluates it on the test set. Everything it starts is stopped on exit
 # (trap), whatever happens; every wait is bounded. Env: DEMO_WORKERS, DEMO_ROUNDS, DEMO_KEEP=1
 # (keep the temporary folder with the database and the logs), DEMO_SECAGG=1 (the rounds run
-# with secure aggregation: the coordinator only ever sees sums of masked updates).
+# with secure aggregation: the coordinator only ever sees sums of masked updates),
+# DEMO_HOLD=1 (keep the coordinator serving afterwards, for the dashboard, until Ctrl-C).
 set -u
 BUILD=${1:-build}
 BIN=$BUILD/artificien
@@ -130,4 +131,11 @@ echo "== pull and evaluate on the Fashion-MNIST test set"
 "$BIN" project status --server "$url" --key-file "$dir/owner.key" "$id" | sed -n '/population confusion/,$p'
 rss=$(cat "$dir"/w*.log | sed -n 's/.*rss \([0-9]*\) MiB (peak \([0-9]*\)).*/\1 \2/p' | sort -n | tail -n 1)
 echo "== done in $(elapsed) s (largest worker RSS during a round: ${rss%% *} MiB; peak ${rss##* } MiB)"
+if [ "${DEMO_HOLD:-0}" = 1 ]; then
+    # keep the coordinator up for the dashboard: open the URL, paste the owner key
+    echo "== the coordinator keeps serving: open $url/ and paste this owner key:"
+    cat "$dir/owner.key"
+    echo "   (Ctrl-C stops it and cleans up)"
+    wait "$spid"
+fi
 exit 0
