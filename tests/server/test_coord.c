@@ -26,18 +26,6 @@ static int start(ts_server *t, char *key)
     return ts_owner(t, "acme", key);
 }
 
-static nn_model *download(const ts_server *t, const char *key, const char *version)
-{
-    char path[96];
-    ts_resp r;
-    snprintf(path, sizeof path, "/v1/projects/1/checkpoints/%s", version);
-    nn_model *m = NULL;
-    if (!ts_http(t->url, "GET", path, key, NULL, NULL, 0, NULL, &r) && r.status == 200)
-        nn_checkpoint_parse(r.body, r.len, "download", NULL, &m);
-    ts_resp_free(&r);
-    return m;
-}
-
 /* The reason of a wait answer ("" for a task, "?" on error). */
 static void reason_of(const ts_server *t, const char *dev, const char *body, char *out)
 {
@@ -96,7 +84,7 @@ TEST(coord_concurrent_reports_fold_exactly)
         CHECK(ts_device(&t, WIDE_SCHEMA, dev[k], NULL) == 0);
         CHECK_EQ_INT(ts_checkin(&t, dev[k], NULL, NULL, NULL), 1);
     }
-    nn_model *w0 = download(&t, key, "0");
+    nn_model *w0 = ts_checkpoint(&t, key, 1, 0);
     CHECK(w0 != NULL);
     size_t n = w0->n_params;
     /* deltas of many magnitudes, odd sample counts: a sum that rounding would give away */
@@ -129,7 +117,7 @@ TEST(coord_concurrent_reports_fold_exactly)
     CHECK_EQ_INT(ok, NDEV);
     /* the goal was reached: committed, version 1 = FedAvg over all 48, bit for bit what one
      * accumulator fed serially gives */
-    nn_model *w1 = download(&t, key, "latest");
+    nn_model *w1 = ts_checkpoint(&t, key, 1, -1);
     CHECK(w1 != NULL);
     fed_strategy *s;
     fed_agg *a;

@@ -53,18 +53,6 @@ TEST(coord_robust_plan_validation)
 
 #define NDEV 7
 
-static nn_model *download(const ts_server *t, const char *key, const char *version)
-{
-    char path[96];
-    ts_resp r;
-    snprintf(path, sizeof path, "/v1/projects/1/checkpoints/%s", version);
-    nn_model *m = NULL;
-    if (!ts_http(t->url, "GET", path, key, NULL, NULL, 0, NULL, &r) && r.status == 200)
-        nn_checkpoint_parse(r.body, r.len, "download", NULL, &m);
-    ts_resp_free(&r);
-    return m;
-}
-
 /* One round of NDEV reports (5 honest near +0.01, devices 2 and 5 poisoned) under `strategy`
  * with `opts`; with restart, the coordinator is stopped and started again before the last
  * report. The committed model must be bitwise w0 + strategy(block in report order). */
@@ -85,7 +73,7 @@ static void robust_round(const char *strategy, const char *opts, int restart)
         CHECK(ts_device(&t, TS_TOY_SCHEMA, dev[k], NULL) == 0);
         CHECK_EQ_INT(ts_checkin(&t, dev[k], NULL, NULL, NULL), 1);
     }
-    nn_model *w0 = download(&t, key, "0");
+    nn_model *w0 = ts_checkpoint(&t, key, 1, 0);
     CHECK(w0 != NULL);
     if (!w0) {
         ts_stop(&t);
@@ -117,7 +105,7 @@ static void robust_round(const char *strategy, const char *opts, int restart)
         ts_resp_free(&r);
         free(body);
     }
-    nn_model *w1 = download(&t, key, "1");
+    nn_model *w1 = ts_checkpoint(&t, key, 1, 1);
     CHECK(w1 != NULL);
     fed_strategy *s;
     CHECK(fed_strategy_create(strategy, opts, n, &s) == 0);

@@ -15,30 +15,6 @@
 #include "nn/checkpoint.h"
 #include "testsrv.h"
 
-static nn_model *dp_ckpt(const ts_server *t, const char *key, int64_t pid, int version)
-{
-    char path[96];
-    ts_resp r;
-    snprintf(path, sizeof path, "/v1/projects/%lld/checkpoints/%d", (long long)pid, version);
-    nn_model *m = NULL;
-    if (!ts_http(t->url, "GET", path, key, NULL, NULL, 0, NULL, &r) && r.status == 200)
-        nn_checkpoint_parse(r.body, r.len, "download", NULL, &m);
-    ts_resp_free(&r);
-    return m;
-}
-
-static cJSON *dp_status(const ts_server *t, const char *key, int64_t pid)
-{
-    char path[64];
-    ts_resp r;
-    snprintf(path, sizeof path, "/v1/projects/%lld", (long long)pid);
-    cJSON *j = !ts_http(t->url, "GET", path, key, NULL, NULL, 0, NULL, &r) && r.status == 200
-                   ? ts_json(&r)
-                   : NULL;
-    ts_resp_free(&r);
-    return j;
-}
-
 TEST(dp_http_noise_over_norm_epsilon_and_target)
 {
     /* q = 3 / 100, z = 1: the target sits between ε after 2 and after 3 rounds */
@@ -83,7 +59,7 @@ TEST(dp_http_noise_over_norm_epsilon_and_target)
             CHECK_EQ_INT(ts_checkin(&t, dev[k], NULL, &rd, &att), 1);
             CHECK_EQ_INT(rd, round);
         }
-        nn_model *w0 = dp_ckpt(&t, key, pid, round - 1);
+        nn_model *w0 = ts_checkpoint(&t, key, pid, round - 1);
         CHECK(w0 != NULL);
         size_t n = w0->n_params;
         float d[3][15], big[15];
@@ -112,7 +88,7 @@ TEST(dp_http_noise_over_norm_epsilon_and_target)
             ts_resp_free(&r);
             free(buf);
         }
-        nn_model *w1 = dp_ckpt(&t, key, pid, round);
+        nn_model *w1 = ts_checkpoint(&t, key, pid, round);
         CHECK(w1 != NULL);
         /* w1 − (w0 + plain) is the noise / 3: std z·S/3 per element */
         double ss = 0;
@@ -125,7 +101,7 @@ TEST(dp_http_noise_over_norm_epsilon_and_target)
         nn_model_free(w0);
         nn_model_free(w1);
 
-        cJSON *st = dp_status(&t, key, pid);
+        cJSON *st = ts_status(&t, key, pid);
         CHECK(st != NULL);
         CHECK_NEAR(cJSON_GetObjectItem(st, "epsilon")->valuedouble, eps[round], 1e-9);
         cJSON *rounds = cJSON_GetObjectItem(st, "rounds");
@@ -144,7 +120,7 @@ TEST(dp_http_noise_over_norm_epsilon_and_target)
     /* a restart rebuilds the accountant from the stored rounds */
     ts_stop(&t);
     CHECK(ts_start(&t, db, NULL) == 0);
-    cJSON *st = dp_status(&t, key, pid);
+    cJSON *st = ts_status(&t, key, pid);
     CHECK(st != NULL);
     CHECK_NEAR(cJSON_GetObjectItem(st, "epsilon")->valuedouble, eps[2], 1e-9);
     cJSON_Delete(st);

@@ -280,43 +280,19 @@ static long raw_unmask(const ts_server *t, rawdev *d)
     return st;
 }
 
-static cJSON *status_of(const ts_server *t, const char *key, int64_t pid)
-{
-    char path[64];
-    ts_resp r;
-    snprintf(path, sizeof path, "/v1/projects/%lld", (long long)pid);
-    cJSON *j = !ts_http(t->url, "GET", path, key, NULL, NULL, 0, NULL, &r) && r.status == 200
-                   ? ts_json(&r)
-                   : NULL;
-    ts_resp_free(&r);
-    return j;
-}
-
 /* Waits until the project's version reaches v (or its last round is abandoned when
  * abandoned=1); the status JSON, or NULL after max_s. */
 static cJSON *wait_version(const ts_server *t, const char *key, int64_t pid, int v,
                            double max_s)
 {
     for (double w = 0; w < max_s; w += 0.1) {
-        cJSON *j = status_of(t, key, pid);
+        cJSON *j = ts_status(t, key, pid);
         if (j && jnum(j, "version") >= v)
             return j;
         cJSON_Delete(j);
         usleep(100000);
     }
     return NULL;
-}
-
-static nn_model *ckpt(const ts_server *t, const char *key, int64_t pid, int version)
-{
-    char path[96];
-    ts_resp r;
-    snprintf(path, sizeof path, "/v1/projects/%lld/checkpoints/%d", (long long)pid, version);
-    nn_model *m = NULL;
-    if (!ts_http(t->url, "GET", path, key, NULL, NULL, 0, NULL, &r) && r.status == 200)
-        nn_checkpoint_parse(r.body, r.len, "download", NULL, &m);
-    ts_resp_free(&r);
-    return m;
 }
 
 static int start(ts_server *t, char *key)
@@ -374,7 +350,7 @@ TEST(secagg_coord_round_commits_the_weighted_mean_and_keeps_only_masked_vectors)
     cJSON_Delete(j);
     ts_resp_free(&r);
     CHECK(strcmp(reason, "caps") == 0);
-    nn_model *w0 = ckpt(&t, key, 1, 0);
+    nn_model *w0 = ts_checkpoint(&t, key, 1, 0);
     CHECK(w0 != NULL);
     const size_t n = w0->n_params;
     for (int k = 0; k < NDEV; k++) {
@@ -428,7 +404,7 @@ TEST(secagg_coord_round_commits_the_weighted_mean_and_keeps_only_masked_vectors)
             same += d[k].x[i] == d[k].y[i];
         CHECK(same <= 2); /* a uniform mask leaves a word unchanged with probability 2^-32 */
     }
-    j = status_of(&t, key, 1);
+    j = ts_status(&t, key, 1);
     const cJSON *rd = cJSON_GetObjectItem(j, "round");
     CHECK(strcmp(cJSON_GetObjectItem(rd, "phase")->valuestring, "unmask") == 0);
     CHECK_EQ_INT((int)jnum(cJSON_GetObjectItem(rd, "secagg"), "u3"), NDEV);
@@ -446,7 +422,7 @@ TEST(secagg_coord_round_commits_the_weighted_mean_and_keeps_only_masked_vectors)
     cJSON_Delete(j);
     /* U3 held all 5 (device 5 sent its masked input, then vanished before unmasking): its
      * self mask was rebuilt from the others' shares, so its update is in the sum */
-    nn_model *w1 = ckpt(&t, key, 1, 1);
+    nn_model *w1 = ts_checkpoint(&t, key, 1, 1);
     CHECK(w1 != NULL);
     /* error bound: NDEV·range·M/(2B) on the weighted sum, / Σw on the mean, + float slack */
     double tol = NDEV * L.qd.range / (2.0 * L.qd.bound) / wsum + 1e-6;
@@ -583,7 +559,7 @@ TEST(secagg_coord_refuses_bad_messages_and_goes_on_without_their_senders)
     const cJSON *r1 = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "rounds"), 0);
     CHECK_EQ_INT((int)jnum(r1, "reports"), NDEV - 1);
     cJSON_Delete(j);
-    nn_model *w0 = ckpt(&t, key, 1, 0), *w1 = ckpt(&t, key, 1, 1);
+    nn_model *w0 = ts_checkpoint(&t, key, 1, 0), *w1 = ts_checkpoint(&t, key, 1, 1);
     CHECK(w0 && w1);
     for (int i = 0; w0 && w1 && i < 15; i++) /* four equal updates: the mean is the update */
         CHECK_NEAR(w1->params[i] - w0->params[i], delta[i], 1e-5);
@@ -613,7 +589,7 @@ TEST(secagg_coord_abandons_below_threshold_and_at_restart)
     long st = raw_get_wait(&t, &d[0], "keys", &r, 5);
     CHECK(st == 409 && ts_is_error(&r, "late", "abandoned"));
     ts_resp_free(&r);
-    cJSON *j = status_of(&t, key, 1);
+    cJSON *j = ts_status(&t, key, 1);
     const cJSON *r1 = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "rounds"), 0);
     CHECK(r1 && strcmp(cJSON_GetObjectItem(r1, "state")->valuestring, "abandoned") == 0);
     CHECK_EQ_INT((int)jnum(j, "version"), 0);
@@ -627,7 +603,7 @@ TEST(secagg_coord_abandons_below_threshold_and_at_restart)
     snprintf(db, sizeof db, "%s", t.db);
     ts_stop(&t);
     CHECK(ts_start(&t, db, NULL) == 0);
-    j = status_of(&t, key, 1);
+    j = ts_status(&t, key, 1);
     CHECK(j && cJSON_IsNull(cJSON_GetObjectItem(j, "round")));
     const cJSON *rs = cJSON_GetObjectItem(j, "rounds");
     CHECK_EQ_INT(cJSON_GetArraySize(rs), 2);
@@ -761,7 +737,7 @@ TEST(secagg_coord_central_adaptive_clipping_and_budget_done_is_saved)
                      "\"over_selection\":1,\"round_deadline_s\":60,\"dataset\":\"toy\","
                      "\"dp_clip\":1,\"dp_noise\":0.3,\"dp_population\":30,"
                      "\"dp_adaptive_quantile\":0.5,\"dp_adaptive_count_noise\":0.2}") == 1);
-    nn_model *w0 = ckpt(&t, key, 1, 0);
+    nn_model *w0 = ts_checkpoint(&t, key, 1, 0);
     CHECK(w0 != NULL);
     float delta[15];
     for (int i = 0; i < 15; i++)
@@ -812,14 +788,14 @@ TEST(secagg_coord_central_adaptive_clipping_and_budget_done_is_saved)
     CHECK(ts_post_json(t.url, "/v1/checkin", tok4, "{}", &r) == 0);
     ts_resp_free(&r);
     (void)reason;
-    j = status_of(&t, key, 2);
+    j = ts_status(&t, key, 2);
     CHECK(j && strcmp(cJSON_GetObjectItem(j, "status")->valuestring, "done") == 0);
     cJSON_Delete(j);
     char db[600];
     snprintf(db, sizeof db, "%s", t.db);
     ts_stop(&t);
     CHECK(ts_start(&t, db, NULL) == 0);
-    j = status_of(&t, key, 2);
+    j = ts_status(&t, key, 2);
     CHECK(j && strcmp(cJSON_GetObjectItem(j, "status")->valuestring, "done") == 0);
     cJSON_Delete(j);
     ts_stop(&t);

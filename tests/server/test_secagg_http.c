@@ -135,30 +135,6 @@ static void e_free(edev *dev, int n)
         artificien_client_free(dev[k].c);
 }
 
-static cJSON *e_status(const ts_server *t, const char *key, int64_t pid)
-{
-    char path[64];
-    ts_resp r;
-    snprintf(path, sizeof path, "/v1/projects/%lld", (long long)pid);
-    cJSON *j = !ts_http(t->url, "GET", path, key, NULL, NULL, 0, NULL, &r) && r.status == 200
-                   ? ts_json(&r)
-                   : NULL;
-    ts_resp_free(&r);
-    return j;
-}
-
-static nn_model *e_ckpt(const ts_server *t, const char *key, int64_t pid, int version)
-{
-    char path[96];
-    ts_resp r;
-    snprintf(path, sizeof path, "/v1/projects/%lld/checkpoints/%d", (long long)pid, version);
-    nn_model *m = NULL;
-    if (!ts_http(t->url, "GET", path, key, NULL, NULL, 0, NULL, &r) && r.status == 200)
-        nn_checkpoint_parse(r.body, r.len, "download", NULL, &m);
-    ts_resp_free(&r);
-    return m;
-}
-
 static int e_round_ok(const cJSON *st, int i, int reports)
 {
     const cJSON *rd = cJSON_GetArrayItem(cJSON_GetObjectItem(st, "rounds"), i);
@@ -206,7 +182,7 @@ TEST(secagg_http_six_devices_train_two_rounds)
         CHECK(dev[k].reports[0] == NDEV && dev[k].reports[1] == NDEV); /* all six in the sum */
         CHECK(dev[k].bytes_up > 2 * 4 * (15 + 1 + 8 + 9));                /* two masked vectors */
     }
-    cJSON *st = e_status(&t, key, pid);
+    cJSON *st = ts_status(&t, key, pid);
     CHECK(st != NULL);
     CHECK(strcmp(cJSON_GetObjectItem(st, "status")->valuestring, "done") == 0);
     CHECK_EQ_INT(cJSON_GetObjectItem(st, "version")->valueint, 2);
@@ -214,7 +190,7 @@ TEST(secagg_http_six_devices_train_two_rounds)
     CHECK(e_round_ok(st, 0, NDEV) && e_round_ok(st, 1, NDEV));
     cJSON_Delete(st);
     /* the model moved, by a finite amount */
-    nn_model *w0 = e_ckpt(&t, key, pid, 0), *w2 = e_ckpt(&t, key, pid, 2);
+    nn_model *w0 = ts_checkpoint(&t, key, pid, 0), *w2 = ts_checkpoint(&t, key, pid, 2);
     CHECK(w0 && w2);
     double moved = 0;
     for (size_t i = 0; i < w0->n_params; i++) {
@@ -257,7 +233,7 @@ TEST(secagg_http_rounds_survive_devices_that_vanish)
                   dev[k].n_trained, dev[k].abandoned, dev[k].rejected, dev[k].errors, dev[k].last);
     }
     CHECK(dev[4].reports[0] == 6 && dev[4].reports[1] == 4);
-    cJSON *st = e_status(&t, key, pid);
+    cJSON *st = ts_status(&t, key, pid);
     CHECK(st != NULL);
     CHECK(strcmp(cJSON_GetObjectItem(st, "status")->valuestring, "done") == 0);
     CHECK(e_round_ok(st, 0, 6)); /* the two that vanished after masking are in the sum */
@@ -292,7 +268,7 @@ TEST(secagg_http_label_stats_from_the_device_library)
         CHECK_MSG(dev[k].counted == 1 && dev[k].n_trained == 0 && dev[k].errors == 0,
                   "device %d: counted %d (%d rejected, %d errors; %s)", k, dev[k].counted,
                   dev[k].rejected, dev[k].errors, dev[k].last);
-    cJSON *st = e_status(&t, key, pid);
+    cJSON *st = ts_status(&t, key, pid);
     CHECK(st != NULL);
     CHECK(strcmp(cJSON_GetObjectItem(st, "status")->valuestring, "done") == 0);
     const cJSON *ls = cJSON_GetObjectItem(st, "label_stats");
@@ -330,7 +306,7 @@ TEST(secagg_http_dp_adaptive_round_charges_the_ledger)
         CHECK_MSG(dev[k].n_trained == 1 && dev[k].errors == 0,
                   "device %d: trained %d (%d rejected, %d errors; %s)", k, dev[k].n_trained,
                   dev[k].rejected, dev[k].errors, dev[k].last);
-    cJSON *st = e_status(&t, key, pid);
+    cJSON *st = ts_status(&t, key, pid);
     CHECK(st != NULL);
     CHECK(e_round_ok(st, 0, NDEV));
     CHECK(cJSON_GetObjectItem(st, "epsilon")->valuedouble > 0);
@@ -372,7 +348,7 @@ TEST(secagg_http_central_adaptive_clip_from_the_device_library)
         CHECK_MSG(dev[k].n_trained == 2 && dev[k].errors == 0,
                   "device %d: trained %d (%d rejected, %d errors; %s)", k, dev[k].n_trained,
                   dev[k].rejected, dev[k].errors, dev[k].last);
-    cJSON *st = e_status(&t, key, pid);
+    cJSON *st = ts_status(&t, key, pid);
     CHECK(st != NULL);
     CHECK(e_round_ok(st, 0, 3) && e_round_ok(st, 1, 3));
     /* b̄ ≈ 0 < γ twice: S grew twice (exp(0.2·0.9)² ≈ 1.43 without the count noise) */

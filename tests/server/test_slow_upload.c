@@ -73,17 +73,6 @@ static void *trickle(void *arg)
     return NULL;
 }
 
-static cJSON *status_of(const ts_server *t, const char *key)
-{
-    ts_resp r;
-    cJSON *j = !ts_http(t->url, "GET", "/v1/projects/1", key, NULL, NULL, 0, NULL, &r) &&
-                       r.status == 200
-                   ? ts_json(&r)
-                   : NULL;
-    ts_resp_free(&r);
-    return j;
-}
-
 TEST(slow_upload_is_cut_after_the_deadline_and_the_round_commits_without_it)
 {
     ts_server t;
@@ -100,10 +89,8 @@ TEST(slow_upload_is_cut_after_the_deadline_and_the_round_commits_without_it)
         CHECK_EQ_INT(ts_checkin(&t, tok[k], NULL, NULL, NULL), 1);
     }
     ts_resp r;
-    nn_model *w0 = NULL;
-    CHECK(!ts_http(t.url, "GET", "/v1/projects/1/checkpoints/0", key, NULL, NULL, 0, NULL, &r) &&
-          r.status == 200 && nn_checkpoint_parse(r.body, r.len, "w0", NULL, &w0) == 0);
-    ts_resp_free(&r);
+    nn_model *w0 = ts_checkpoint(&t, key, 1, 0);
+    CHECK(w0 != NULL);
     float d0[15], d1[15];
     for (int i = 0; i < 15; i++) {
         d0[i] = 0.01f * (float)(i + 1);
@@ -129,7 +116,7 @@ TEST(slow_upload_is_cut_after_the_deadline_and_the_round_commits_without_it)
     double t0 = af_now();
     cJSON *j = NULL;
     while (af_now() - t0 < 15) {
-        j = status_of(&t, key);
+        j = ts_status(&t, key, 1);
         if (j && cJSON_GetObjectItem(j, "version")->valuedouble >= 1)
             break;
         cJSON_Delete(j);
@@ -144,10 +131,8 @@ TEST(slow_upload_is_cut_after_the_deadline_and_the_round_commits_without_it)
     CHECK(tr.cut);
     CHECK(tr.cut_after > 4 && tr.cut_after < 12);
     /* the committed model is exactly device 0's update: the partial one was taken back out */
-    nn_model *w1 = NULL;
-    CHECK(!ts_http(t.url, "GET", "/v1/projects/1/checkpoints/1", key, NULL, NULL, 0, NULL, &r) &&
-          r.status == 200 && nn_checkpoint_parse(r.body, r.len, "w1", NULL, &w1) == 0);
-    ts_resp_free(&r);
+    nn_model *w1 = ts_checkpoint(&t, key, 1, 1);
+    CHECK(w1 != NULL);
     for (int i = 0; w0 && w1 && i < 15; i++)
         CHECK(w1->params[i] == w0->params[i] + d0[i]);
     nn_model_free(w0);

@@ -247,18 +247,6 @@ TEST(stream_refused_upload_leaves_the_sums_bitwise_unchanged)
     nn_model_free(m);
 }
 
-static nn_model *download_ckpt(const ts_server *t, const char *key, const char *version)
-{
-    char path[96];
-    ts_resp r;
-    snprintf(path, sizeof path, "/v1/projects/1/checkpoints/%s", version);
-    nn_model *m = NULL;
-    if (!ts_http(t->url, "GET", path, key, NULL, NULL, 0, NULL, &r) && r.status == 200)
-        nn_checkpoint_parse(r.body, r.len, "download", NULL, &m);
-    ts_resp_free(&r);
-    return m;
-}
-
 static long post(const ts_server *t, const char *dev, const uint8_t *b, size_t len)
 {
     ts_resp r;
@@ -283,7 +271,7 @@ TEST(stream_refused_reports_do_not_reach_the_checkpoint)
     CHECK(ts_device(&t, TS_TOY_SCHEMA, a, NULL) == 0 && ts_device(&t, TS_TOY_SCHEMA, b, NULL) == 0);
     CHECK_EQ_INT(ts_checkin(&t, a, NULL, NULL, NULL), 1);
     CHECK_EQ_INT(ts_checkin(&t, b, NULL, NULL, NULL), 1);
-    nn_model *w0 = download_ckpt(&t, key, "0");
+    nn_model *w0 = ts_checkpoint(&t, key, 1, 0);
     CHECK(w0 != NULL);
     size_t n = w0->n_params;
     float da[64], db_[64], big[64];
@@ -304,7 +292,7 @@ TEST(stream_refused_reports_do_not_reach_the_checkpoint)
     CHECK_EQ_INT(post(&t, b, bb, lb), 200);
     CHECK_EQ_INT(post(&t, b, bb, lb), 409);       /* duplicate */
     CHECK_EQ_INT(post(&t, a, ba, la), 200);       /* the goal: commits */
-    nn_model *w1 = download_ckpt(&t, key, "latest");
+    nn_model *w1 = ts_checkpoint(&t, key, 1, -1);
     CHECK(w1 != NULL);
     fed_strategy *s;
     fed_agg *g;

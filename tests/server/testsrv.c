@@ -10,6 +10,7 @@
 #include <curl/curl.h>
 
 #include "core/err.h"
+#include "nn/checkpoint.h"
 #include "nn/safetensors.h"
 
 int ts_read_line(const char *path, char *buf, size_t cap)
@@ -282,4 +283,31 @@ int ts_report(const ts_server *t, const char *token, int64_t project, int round,
     char path[128];
     snprintf(path, sizeof path, "/v1/projects/%lld/rounds/%d/reports", (long long)project, round);
     return ts_http(t->url, "POST", path, token, "application/octet-stream", body, len, NULL, out);
+}
+
+cJSON *ts_status(const ts_server *t, const char *key, int64_t pid)
+{
+    char path[64];
+    ts_resp r;
+    snprintf(path, sizeof path, "/v1/projects/%lld", (long long)pid);
+    cJSON *j = !ts_http(t->url, "GET", path, key, NULL, NULL, 0, NULL, &r) && r.status == 200
+                   ? ts_json(&r)
+                   : NULL;
+    ts_resp_free(&r);
+    return j;
+}
+
+nn_model *ts_checkpoint(const ts_server *t, const char *key, int64_t pid, int version)
+{
+    char path[96];
+    ts_resp r;
+    if (version < 0)
+        snprintf(path, sizeof path, "/v1/projects/%lld/checkpoints/latest", (long long)pid);
+    else
+        snprintf(path, sizeof path, "/v1/projects/%lld/checkpoints/%d", (long long)pid, version);
+    nn_model *m = NULL;
+    if (!ts_http(t->url, "GET", path, key, NULL, NULL, 0, NULL, &r) && r.status == 200)
+        nn_checkpoint_parse(r.body, r.len, "download", NULL, &m);
+    ts_resp_free(&r);
+    return m;
 }

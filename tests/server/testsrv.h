@@ -75,6 +75,12 @@ int ts_update(const nn_model *m, const float *d, const char *const *keys,
 int ts_report(const ts_server *t, const char *token, int64_t project, int round,
               const void *body, size_t len, ts_resp *out);
 
+/* GET /v1/projects/PID as `key`: the status JSON (caller deletes), NULL unless 200. */
+cJSON *ts_status(const ts_server *t, const char *key, int64_t pid);
+/* GET /v1/projects/PID/checkpoints/VERSION (version < 0: "latest") parsed into a model
+ * (caller frees), NULL unless 200 and a valid checkpoint. */
+nn_model *ts_checkpoint(const ts_server *t, const char *key, int64_t pid, int version);
+
 /* Reads the file (first line, newline stripped) into buf. */
 int ts_read_line(const char *path, char *buf, size_t cap);
 

@@ -4,6 +4,7 @@
  * FedProx's shorter updates, the federated-evaluation numbers, and refusal of bad configs.
  * MPI equivalence is checked end to end by tests/cli/test_sim.sh (it needs mpirun). */
 #include "../test.h"
+#include "simtest.h"
 
 #include "core/err.h"
 #include "data/dataset.h"
@@ -24,18 +25,7 @@ static nn_model *g_model; /* the CNN, initialised from seed 1; cloned by sim_cre
 /* Loads the data and the model once for the whole file (kept until exit). 0 or AF_E*. */
 static int setup(void)
 {
-    if (g_model)
-        return 0;
-    int rc = data_load_fashion_mnist("fashion-mnist", 1, 0.2860f, 0.3530f, N_TRAIN, &g_train);
-    if (!rc)
-        rc = data_load_fashion_mnist("fashion-mnist", 0, 0.2860f, 0.3530f, N_TEST, &g_test);
-    if (!rc)
-        rc = nn_model_from_file("models/fashion_cnn.json", NULL, &g_model);
-    if (!rc)
-        nn_model_init(g_model, 1);
-    if (rc)
-        fprintf(stderr, "test_sim setup: %s\n", af_errmsg());
-    return rc;
+    return simtest_load("test_sim", N_TRAIN, N_TEST, &g_train, &g_test, &g_model);
 }
 
 /* A small, fast setting: 20 devices of ~90 training samples, 5 per round. */
@@ -53,18 +43,7 @@ static sim_cfg small_cfg(void)
  * parameters into params (g_model->n_params floats, may be NULL). 0 or AF_E*. */
 static int run(const sim_cfg *cfg, sim_round *rounds, float *params)
 {
-    sim *s;
-    int rc = sim_create(cfg, g_model, g_train, g_test, &s);
-    if (rc)
-        return rc;
-    for (int r = 1; r <= cfg->rounds && !rc; r++) {
-        sim_round tmp;
-        rc = sim_run_round(s, r, rounds ? &rounds[r - 1] : &tmp);
-    }
-    if (!rc && params)
-        memcpy(params, sim_model(s)->params, sizeof(float) * g_model->n_params);
-    sim_free(s);
-    return rc;
+    return simtest_run(cfg, g_model, g_train, g_test, rounds, NULL, params);
 }
 
 /* ||a − b||₂ over the model's parameters. */

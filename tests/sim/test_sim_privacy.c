@@ -8,6 +8,7 @@
  * round that would exceed it; bad combinations are refused.
  */
 #include "../test.h"
+#include "simtest.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -28,18 +29,7 @@ static nn_model *g_model;
 
 static int setup(void)
 {
-    if (g_model)
-        return 0;
-    int rc = data_load_fashion_mnist("fashion-mnist", 1, 0.2860f, 0.3530f, N_TRAIN, &g_train);
-    if (!rc)
-        rc = data_load_fashion_mnist("fashion-mnist", 0, 0.2860f, 0.3530f, N_TEST, &g_test);
-    if (!rc)
-        rc = nn_model_from_file("models/fashion_cnn.json", NULL, &g_model);
-    if (!rc)
-        nn_model_init(g_model, 1);
-    if (rc)
-        fprintf(stderr, "test_sim_privacy setup: %s\n", af_errmsg());
-    return rc;
+    return simtest_load("test_sim_privacy", N_TRAIN, N_TEST, &g_train, &g_test, &g_model);
 }
 
 static sim_cfg small_cfg(void)
@@ -57,19 +47,7 @@ static sim_cfg small_cfg(void)
  * the number run; params (may be NULL) the final weights. 0 or AF_E*. */
 static int run(const sim_cfg *cfg, sim_round *rounds, int *ran, float *params)
 {
-    sim *s;
-    int rc = sim_create(cfg, g_model, g_train, g_test, &s);
-    if (rc)
-        return rc;
-    int r = 1;
-    for (; r <= cfg->rounds && !rc && sim_budget_allows(s, NULL); r++)
-        rc = sim_run_round(s, r, &rounds[r - 1]);
-    if (ran)
-        *ran = r - 1;
-    if (!rc && params)
-        memcpy(params, sim_model(s)->params, sizeof(float) * g_model->n_params);
-    sim_free(s);
-    return rc;
+    return simtest_run(cfg, g_model, g_train, g_test, rounds, ran, params);
 }
 
 /* std of a − b over the parameters */

@@ -5,6 +5,7 @@
  * thread counts, the fixed attacker set, and the refusals (Krum's m > 2f+2, DP, secagg,
  * bad --byzantine). The strategies' arithmetic is tested in tests/fed/test_strategy.c. */
 #include "../test.h"
+#include "simtest.h"
 
 #include "core/err.h"
 #include "data/dataset.h"
@@ -23,18 +24,7 @@ static nn_model *g_model;
 
 static int setup(void)
 {
-    if (g_model)
-        return 0;
-    int rc = data_load_fashion_mnist("fashion-mnist", 1, 0.2860f, 0.3530f, N_TRAIN, &g_train);
-    if (!rc)
-        rc = data_load_fashion_mnist("fashion-mnist", 0, 0.2860f, 0.3530f, N_TEST, &g_test);
-    if (!rc)
-        rc = nn_model_from_file("models/fashion_cnn.json", NULL, &g_model);
-    if (!rc)
-        nn_model_init(g_model, 1);
-    if (rc)
-        fprintf(stderr, "test_sim_robust setup: %s\n", af_errmsg());
-    return rc;
+    return simtest_load("test_sim_robust", N_TRAIN, N_TEST, &g_train, &g_test, &g_model);
 }
 
 /* The experiment's setting (docs/strategies.md): 20 devices of ~270 samples, 10 per round,
@@ -58,18 +48,7 @@ static sim_cfg exp_cfg(const char *strategy, const char *opts, double byz)
 /* Runs cfg; rounds[] (may be NULL) gets each round, params (may be NULL) the final model. */
 static int run(const sim_cfg *cfg, sim_round *rounds, float *params)
 {
-    sim *s;
-    int rc = sim_create(cfg, g_model, g_train, g_test, &s);
-    if (rc)
-        return rc;
-    for (int r = 1; r <= cfg->rounds && !rc; r++) {
-        sim_round tmp;
-        rc = sim_run_round(s, r, rounds ? &rounds[r - 1] : &tmp);
-    }
-    if (!rc && params)
-        memcpy(params, sim_model(s)->params, sizeof(float) * g_model->n_params);
-    sim_free(s);
-    return rc;
+    return simtest_run(cfg, g_model, g_train, g_test, rounds, NULL, params);
 }
 
 /* Final test accuracy of cfg, or −1 on error (message printed). */
