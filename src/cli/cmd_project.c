@@ -299,6 +299,18 @@ static void print_status(const cJSON *s)
     }
 }
 
+/* A project's status: the server's JSON on one line (--json), or print_status's text. */
+static void print_status_or_json(const cJSON *ans, int json)
+{
+    if (!json) {
+        print_status(ans);
+        return;
+    }
+    char *txt = cJSON_PrintUnformatted(ans);
+    printf("%s\n", txt ? txt : "null");
+    free(txt);
+}
+
 static int project_status(int argc, char **argv)
 {
     const char *server = NULL, *key = NULL, *key_file = NULL;
@@ -326,13 +338,7 @@ static int project_status(int argc, char **argv)
     if (read_key("project status", key, key_file, k, sizeof k) ||
         call_json("project status", server, k, "GET", path, NULL, 200, &ans))
         return 1;
-    if (json) {
-        char *s = cJSON_PrintUnformatted(ans);
-        printf("%s\n", s);
-        free(s);
-    } else {
-        print_status(ans);
-    }
+    print_status_or_json(ans, json);
     cJSON_Delete(ans);
     return 0;
 }
@@ -428,13 +434,7 @@ static int project_stats(int argc, char **argv)
         struct timespec ts = {0, 500000000L};
         nanosleep(&ts, NULL);
     }
-    if (json) {
-        char *s2 = cJSON_PrintUnformatted(ans);
-        printf("%s\n", s2);
-        free(s2);
-    } else {
-        print_status(ans);
-    }
+    print_status_or_json(ans, json);
     cJSON_Delete(ans);
     return 0;
 }

@@ -32,6 +32,7 @@
 #include "server/dashboard.h"
 #include "server/metrics.h"
 #include "server/upload.h"
+#include "store/store.h"
 
 typedef enum {
     RT_NONE = 0, RT_HEALTH, RT_METRICS, RT_OWNER_CREATE, RT_SECRET_CREATE, RT_ENROLL,
@@ -87,7 +88,7 @@ typedef struct req {
     char version[32];         /* a checkpoint version, or a secure-aggregation step */
     srv_principal who;
     srv_upload *up;           /* a report's body streams into it */
-    double cut_at;            /* Unix time past which a report still streaming is dropped */
+    double cut_at;            /* store_now() time past which a report still streaming is dropped */
     char *body;
     size_t len, cap;
     int overflow;
@@ -97,14 +98,6 @@ typedef struct req {
 
 /* Idle seconds after which a report's connection is closed (others: 120). */
 #define REPORT_IDLE_S 30
-
-/* Unix time (the clock of round deadlines). */
-static double wall_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 /* ---- routing ------------------------------------------------------------------------------------ */
 
@@ -464,7 +457,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         if (q->responded || q->overflow || routes[q->route].body == BODY_NONE)
             return MHD_YES;
         if (q->up) { /* a report: validated and spooled as it arrives */
-            if (q->cut_at > 0 && wall_now() > q->cut_at) {
+            if (q->cut_at > 0 && store_now() > q->cut_at) {
                 /* still arriving well past its round's deadline: drop the connection (the
                  * upload is released and taken back out of the round's sums) */
                 af_log(AF_LOG_WARN, "upload_cut", "project=%lld round=%d device=%lld bytes=%zu "
